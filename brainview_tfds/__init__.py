@@ -1,0 +1,12 @@
+"""TFDS builders for brainview's mouse brain section datasets.
+
+`import brainview_tfds` registers every builder, after which
+`tfds.load("brain_phantom")`, `tfds.load("allen_ccfv3/200um")`, ... work.
+`load_merged` reads several of them as one dataset.
+"""
+
+from brainview_tfds import allen_ccfv3, allen_nissl, brain_phantom, brainmaps
+from brainview_tfds.core.features import VIEWS
+from brainview_tfds.merged import load_merged
+
+__all__ = ["VIEWS", "allen_ccfv3", "allen_nissl", "brain_phantom", "brainmaps", "load_merged"]

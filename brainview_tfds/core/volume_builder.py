@@ -1,0 +1,155 @@
+"""Shared mechanics of the builders that slice one atlas NRRD volume.
+
+A subclass names its source (file pattern, URL pattern, stain) and gets:
+configs for every published resolution, the offline path (`manual_dir`), the
+download path (TFDS download manager, checksums from `checksums.tsv`),
+slices along all three axes, leakage-free slab folds with gaps and the
+shared feature spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+from brainview_tfds.core import errors, features, splits, volumes
+
+
+@dataclasses.dataclass
+class VolumeConfig(tfds.core.BuilderConfig):
+    """One volume file: its name, where to download it (None: manual only)."""
+
+    resolution_um: float = 0.0
+    file_name: str = ""
+    url: str | None = None
+
+
+DOWNLOADABLE_RESOLUTIONS = (10, 25, 50, 100)  # um; the Allen Institute's published files
+
+
+def make_configs(
+    file_pattern: str, url_pattern: str, manual_only: tuple[int, ...] = ()
+) -> list[VolumeConfig]:
+    """One config per resolution; `file_pattern` has a `{resolution}` field.
+
+    `manual_only` resolutions get a config without a URL (built from manual_dir).
+    """
+    configs = []
+    for resolution in DOWNLOADABLE_RESOLUTIONS + manual_only:
+        file_name = file_pattern.format(resolution=resolution)
+        downloadable = resolution in DOWNLOADABLE_RESOLUTIONS
+        configs.append(
+            VolumeConfig(
+                name=f"{resolution}um",
+                description=f"{file_name} ({resolution} um voxels)"
+                + ("" if downloadable else "; no official file: manual_dir only"),
+                resolution_um=float(resolution),
+                file_name=file_name,
+                url=url_pattern.format(file_name=file_name) if downloadable else None,
+            )
+        )
+    return configs
+
+
+def config_for_file(file_name: str, resolution_um: float, suffix: str = "") -> VolumeConfig:
+    """A config for a local volume of any resolution (manual_dir only).
+
+    Named "<resolution>um", or "<resolution>um_<suffix>" to tell apart several
+    local files of one resolution.
+    """
+    return VolumeConfig(
+        name=f"{resolution_um:g}um" + (f"_{suffix}" if suffix else ""),
+        description=f"{file_name} ({resolution_um:g} um voxels), local file",
+        resolution_um=resolution_um,
+        file_name=file_name,
+        url=None,
+    )
+
+
+class VolumeSliceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Slices one NRRD volume along all three axes into leakage-free folds."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
+
+    # Set by subclasses, with BUILDER_CONFIGS = make_configs(...).
+    SPECIMEN: ClassVar[str]
+    STAIN: ClassVar[str]
+    HOMEPAGE: ClassVar[str]
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=features.features_dict(),
+            supervised_keys=("image", "view"),
+            homepage=self.HOMEPAGE,
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
+        volume = volumes.read_nrrd(self._locate_volume(dl_manager))
+        resolution = volume.resolution_um or self.builder_config.resolution_um
+        intensity = volumes.intensity_range(volume.voxels)
+        gap = splits.gap_slices(resolution)
+        plan = {}  # view -> (fold per slice, slab per slice)
+        for view in volumes.AXIS_VIEWS:
+            plan[view] = splits.slab_folds(
+                volumes.num_slices(volume.voxels, view), features.NUM_FOLDS, gap
+            )
+        split_folds = {features.fold_split_name(k): k for k in range(features.NUM_FOLDS)}
+        split_folds[features.GAP_SPLIT] = splits.GAP_FOLD
+        return {
+            name: self._generate_examples(volume, resolution, intensity, plan, fold)
+            for name, fold in split_folds.items()
+        }
+
+    def _locate_volume(self, dl_manager: tfds.download.DownloadManager) -> epath.Path:
+        """The volume file from manual_dir if there, else from the download manager."""
+        config = self.builder_config
+        try:
+            candidate = dl_manager.manual_dir / config.file_name
+            if candidate.exists():
+                return candidate
+            searched = str(dl_manager.manual_dir)
+        except AssertionError:  # TFDS: manual_dir missing or empty
+            searched = str(dl_manager._manual_dir)
+        if config.url:
+            return dl_manager.download(config.url)
+        raise errors.MissingSourceFileError(
+            dataset=f"{self.name}/{config.name}",
+            missing=config.file_name,
+            searched=searched,
+            instructions=self.MANUAL_DOWNLOAD_INSTRUCTIONS,
+        )
+
+    def _generate_examples(
+        self,
+        volume: volumes.Volume,
+        resolution_um: float,
+        intensity: tuple[float, float],
+        plan: dict[str, tuple[Any, Any]],
+        fold: int,
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        source_file = epath.Path(volume.source_file).name
+        for view in volumes.AXIS_VIEWS:
+            slice_folds, slice_slabs = plan[view]
+            indices = np.flatnonzero(slice_folds == fold)
+            for section in volumes.iter_slices(volume.voxels, view, intensity, indices):
+                yield (
+                    f"{view}/{section.index:05d}",
+                    features.make_example(
+                        image=section.pixels,
+                        view=view,
+                        origin=self.name,
+                        specimen=self.SPECIMEN,
+                        group=f"{self.SPECIMEN}/{view}/slab{slice_slabs[section.index]:02d}",
+                        source_file=source_file,
+                        stain=self.STAIN,
+                        slice_index=section.index,
+                        slice_position=section.position,
+                        resolution_um=resolution_um,
+                    ),
+                )

@@ -1,0 +1,71 @@
+"""brainview: which plane does a mouse brain section image show?
+
+Packages installed:
+  brainview            the binaries (brainview.cli.*) and package metadata
+  brainview.pipelines  the repo's pipelines/ folder (tf.data, model, training, classify)
+  brainview_tfds       the TFDS dataset builders (`import brainview_tfds` registers them)
+
+`pipelines/` is installed under the `brainview.` namespace rather than as a
+top-level `pipelines` module: that name is generic enough to collide with
+other projects in the same environment.
+"""
+
+import pathlib
+
+from setuptools import setup
+
+README = pathlib.Path(__file__).with_name("README.md").read_text(encoding="utf-8")
+
+setup(
+    name="brainview",
+    version="0.1.0",
+    description="Coronal / horizontal / sagittal classification of mouse brain sections, with CAMs.",
+    long_description=README,
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=[
+        "brainview",
+        "brainview.cli",
+        "brainview.pipelines",
+        "brainview_tfds",
+        "brainview_tfds.core",
+        "brainview_tfds.allen_ccfv3",
+        "brainview_tfds.allen_nissl",
+        "brainview_tfds.brainmaps",
+        "brainview_tfds.brain_phantom",
+    ],
+    package_dir={"brainview.pipelines": "pipelines"},
+    package_data={
+        "brainview_tfds.allen_ccfv3": ["checksums.tsv", "README.md", "CITATIONS.bib"],
+        "brainview_tfds.allen_nissl": ["checksums.tsv", "README.md", "CITATIONS.bib"],
+        "brainview_tfds.brainmaps": ["README.md", "CITATIONS.bib"],
+        "brainview_tfds.brain_phantom": ["README.md", "CITATIONS.bib"],
+    },
+    install_requires=[
+        "tensorflow>=2.16",
+        "tensorflow-datasets>=4.9.10,<5",
+        # tensorflow-datasets 4.9.10 imports it but does not declare it.
+        "importlib_resources",
+        "keras>=3.3",
+        "numpy>=1.26",
+        "absl-py",
+        "pillow>=10",
+        "h5py>=3.8",
+        "tqdm",
+        "pynrrd>=1.0",
+        "scikit-learn>=1.3",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "ruff>=0.6", "pandas>=2", "dill"],
+        # The `tfds` command line (tfds build) needs these; the library does not.
+        "tfds-cli": ["apache-beam", "mlcroissant"],
+    },
+    entry_points={
+        "console_scripts": [
+            "brainview-build-datasets=brainview.cli.build_datasets:run",
+            "brainview-train=brainview.cli.train:run",
+            "brainview-classify-dir=brainview.cli.classify_dir:run",
+        ]
+    },
+)
