@@ -55,6 +55,8 @@ setup(
         "pynrrd>=1.0",
         "scikit-learn>=1.3",
         "matplotlib>=3.7",
+        # TensorFlow 2.21 no longer pulls it in; Keras' TensorBoard callback needs it.
+        "tensorboard",
     ],
     extras_require={
         "dev": ["pytest>=8", "ruff>=0.6", "pandas>=2", "dill"],

@@ -1,0 +1,257 @@
+r"""Trains and evaluates the view classifier; one experiment per command.
+
+Examples:
+  bin/train --flagfile=configs/demo.flags
+  bin/train --flagfile=configs/real_atlases.flags
+  bin/train --flagfile=configs/real_atlases.flags --experiment=matrix \
+      --output_dir=runs/matrix
+
+Experiments (all on leakage-free folds, see pipelines/experiments.py):
+  holdout  per-origin 80/20 (60/20/20 with --validation)
+  cv       5-fold cross-validation
+  cross    train on --datasets, test on every --test_datasets origin
+  matrix   cross for every ordered pair of --datasets
+
+Rerunning the same command after an interrupt resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+
+# Data.
+flags.DEFINE_list(
+    "datasets",
+    ["brain_phantom"],
+    "TFDS datasets to train on (name[/config]), e.g. brain_phantom,allen_ccfv3/200um,brainmaps.",
+)
+flags.DEFINE_list("test_datasets", [], "--experiment=cross: datasets to test on.")
+flags.DEFINE_string("data_dir", None, "TFDS data directory the datasets were built into.")
+flags.DEFINE_enum("experiment", "holdout", ["holdout", "cv", "cross", "matrix"], "What to run.")
+flags.DEFINE_bool(
+    "validation", True, "Hold out one training fold to calibrate confidence and monitor training."
+)
+flags.DEFINE_bool(
+    "dark_filter", True, "Drop images with mean gray <= 0.6 (0-255), as the original study did."
+)
+flags.DEFINE_enum(
+    "balance",
+    "none",
+    ["none", "view", "origin_view"],
+    "Weight the loss so every view (or every origin x view) counts equally.",
+)
+
+# Model.
+flags.DEFINE_string(
+    "weights",
+    "imagenet",
+    "Backbone initialization: imagenet (downloaded once by Keras), none, or a weights file.",
+)
+flags.DEFINE_string(
+    "trainable_layers", "5", "Backbone layers to train: 'all', or N last layers (original: 5)."
+)
+flags.DEFINE_integer("head_units", 128, "Units of the Dense(relu) layer of the head.")
+flags.DEFINE_integer("image_size", 224, "Model input side in pixels (the original used 512).")
+flags.DEFINE_enum(
+    "preprocessing",
+    "section",
+    ["section", "plain"],
+    "section: gray, polarity- and background-normalized, framed on the tissue; "
+    "plain: RGB letterboxed (the original study's look).",
+)
+flags.DEFINE_string(
+    "augment",
+    "none",
+    "Training augmentation: a recipe (none, robust, geometry), names joined by '+', "
+    "or a recipe minus names, e.g. robust-tone-partial.",
+)
+
+# Training.
+flags.DEFINE_integer("epochs", 10, "Training epochs.")
+flags.DEFINE_integer("batch_size", 32, "Global batch size (split across GPUs).")
+flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate (the original: 1e-4).")
+flags.DEFINE_enum(
+    "lr_schedule",
+    "constant",
+    ["constant", "cosine"],
+    "constant (the original), or cosine decay to 0 over the whole run.",
+)
+flags.DEFINE_enum(
+    "precision",
+    "auto",
+    ["auto", "float32", "mixed_float16", "mixed_bfloat16"],
+    "auto: mixed_float16 on GPUs, float32 on CPUs.",
+)
+flags.DEFINE_integer("seed", 0, "Seed for weights, shuffling and augmentation.")
+flags.DEFINE_bool("deterministic", False, "Reproducible data order and ops (slower).")
+flags.DEFINE_bool("cache", True, "Cache the encoded examples in memory after the first epoch.")
+flags.DEFINE_float(
+    "uncertain_below",
+    0.5,
+    "Saved in the model card: classify_dir reports 'uncertain' below this calibrated confidence.",
+)
+
+# Output.
+flags.DEFINE_string("output_dir", None, "Where runs, models and metrics go.")
+flags.DEFINE_bool("overwrite", False, "Delete --output_dir first instead of resuming it.")
+flags.DEFINE_string("recipe", "", "A name for this recipe, recorded in the model card.")
+
+flags.mark_flag_as_required("output_dir")
+
+
+class SetupError(Exception):
+    """A problem the user fixes by changing a flag or building a dataset."""
+
+
+def _effective_flags() -> str:
+    """The flags of this binary as --name=value lines (the run's identity)."""
+    lines = []
+    for flag in sorted(FLAGS.get_flags_for_module(sys.modules[__name__]), key=lambda f: f.name):
+        if flag.name not in ("overwrite",):
+            lines.append(flag.serialize())
+    return "\n".join(lines) + "\n"
+
+
+def _prepare_output_dir(output_dir: str) -> None:
+    flags_path = os.path.join(output_dir, "flags.txt")
+    current = _effective_flags()
+    if FLAGS.overwrite and os.path.exists(output_dir):
+        shutil.rmtree(output_dir)
+    if os.path.exists(flags_path):
+        with open(flags_path, encoding="utf-8") as file:
+            previous = file.read()
+        if previous != current:
+            changed = sorted(set(current.splitlines()) ^ set(previous.splitlines()))
+            raise SetupError(
+                f"{output_dir} holds a run with other flags ({'; '.join(changed)}): "
+                "use another --output_dir, or --overwrite to start over"
+            )
+    os.makedirs(output_dir, exist_ok=True)
+    with open(flags_path, "w", encoding="utf-8") as file:
+        file.write(current)
+
+
+def _check_datasets(sources: list[str], data_dir: str | None) -> None:
+    import tensorflow_datasets as tfds
+
+    import brainview_tfds  # noqa: F401 - registers the builders
+
+    for source in sources:
+        try:
+            builder = tfds.builder(source, data_dir=data_dir)
+        except (tfds.core.registered.DatasetNotFoundError, ValueError) as error:
+            raise SetupError(f"unknown dataset {source!r}: {str(error).splitlines()[0]}") from None
+        if not builder.is_prepared():
+            raise SetupError(
+                f"dataset {source} is not built in {builder.data_dir_root}: run "
+                f"bin/build_datasets --datasets={source} --data_dir={builder.data_dir_root}"
+            )
+
+
+def _settings():
+    from brainview.pipelines import augmentation, training
+
+    if FLAGS.trainable_layers != "all" and not FLAGS.trainable_layers.isdigit():
+        raise SetupError(
+            f"--trainable_layers must be 'all' or a number, got {FLAGS.trainable_layers!r}"
+        )
+    if FLAGS.weights == "none" and FLAGS.trainable_layers != "all":
+        logging.warning(
+            "--weights=none with --trainable_layers=%s trains a random backbone's last layers only; "
+            "use --trainable_layers=all to train from scratch",
+            FLAGS.trainable_layers,
+        )
+    if FLAGS.image_size < 32:
+        raise SetupError(f"--image_size must be at least 32, got {FLAGS.image_size}")
+    try:
+        augmentations = augmentation.parse_augmentations(FLAGS.augment)
+    except ValueError as error:
+        raise SetupError(f"--augment: {error}") from None
+    return training.TrainSettings(
+        image_size=FLAGS.image_size,
+        batch_size=FLAGS.batch_size,
+        epochs=FLAGS.epochs,
+        learning_rate=FLAGS.learning_rate,
+        lr_schedule=FLAGS.lr_schedule,
+        weights=FLAGS.weights,
+        trainable_layers=FLAGS.trainable_layers,
+        head_units=FLAGS.head_units,
+        preprocessing=FLAGS.preprocessing,
+        augmentations=augmentations,
+        dark_filter=FLAGS.dark_filter,
+        balance=FLAGS.balance,
+        cache=FLAGS.cache,
+        deterministic=FLAGS.deterministic,
+        seed=FLAGS.seed,
+        data_dir=FLAGS.data_dir,
+        uncertain_below=FLAGS.uncertain_below,
+        recipe=FLAGS.recipe,
+    )
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    import tensorflow as tf
+
+    from brainview.pipelines import devices, experiments, input_pipeline, model, training
+
+    try:
+        settings = _settings()
+        try:
+            runs = experiments.make_runs(
+                FLAGS.experiment,
+                tuple(FLAGS.datasets),
+                tuple(FLAGS.test_datasets),
+                FLAGS.validation,
+            )
+        except ValueError as error:
+            raise SetupError(str(error)) from None
+        _check_datasets(FLAGS.datasets + FLAGS.test_datasets, FLAGS.data_dir)
+        _prepare_output_dir(FLAGS.output_dir)
+        if FLAGS.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        policy = devices.set_precision(FLAGS.precision)
+        strategy = devices.select_strategy()
+        print(
+            f"{devices.describe()}; precision {policy}; {strategy.num_replicas_in_sync} replica(s)"
+        )
+        results = {}
+        for run in runs:
+            print(
+                f"== {run.name}: train {'+'.join(run.train_sources)} [{run.train_split}]"
+                f" -> test {'+'.join(run.test_sources)} [{run.test_split}]",
+                flush=True,
+            )
+            results[run.name] = training.train_run(
+                run, settings, os.path.join(FLAGS.output_dir, run.name), strategy
+            )
+    except (SetupError, input_pipeline.EmptySplitError, model.WeightsUnavailableError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    summary = training.summarize(runs, results)
+    summary["experiment"] = FLAGS.experiment
+    with open(os.path.join(FLAGS.output_dir, "summary.json"), "w", encoding="utf-8") as file:
+        json.dump(summary, file, indent=2)
+    print()
+    print(training.format_summary(summary))
+    print(f"\nresults in {FLAGS.output_dir}")
+    return 0
+
+
+def run() -> None:
+    logging.set_verbosity(logging.WARNING)
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

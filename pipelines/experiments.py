@@ -1,0 +1,136 @@
+"""Experiments as lists of runs: which data each run trains, validates and tests on.
+
+All splits are unions of the leakage-free folds written by the builders
+(`fold0`..`fold4`; `all` adds the `gap` slices of volumes), so no specimen,
+series or slab is ever on both sides of a run.
+
+* holdout: per origin 80/20 (folds 0-3 / fold 4). With validation, fold 3 is
+  held out of training to calibrate and monitor (60/20/20).
+* cv: five runs, fold k tests, fold k+1 validates (if asked), the rest train.
+* cross: train on some origins, test on every other origin (all of it).
+* matrix: `cross` for every ordered pair of origins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+from brainview_tfds.core.features import NUM_FOLDS, fold_split_name
+
+EXPERIMENTS = ("holdout", "cv", "cross", "matrix")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One training run and the data it sees."""
+
+    name: str  # also its output subdirectory
+    train_sources: tuple[str, ...]
+    train_split: str
+    test_sources: tuple[str, ...]
+    test_split: str
+    validation_split: str | None = None  # of the train sources
+
+
+def _folds(indices) -> str:
+    return "+".join(fold_split_name(k) for k in sorted(indices))
+
+
+def origin_name(source: str) -> str:
+    """'allen_ccfv3/200um' -> 'allen_ccfv3' (the origin recorded in examples)."""
+    return source.split("/")[0]
+
+
+def holdout(sources: tuple[str, ...], validation: bool) -> list[Run]:
+    test_fold, validation_fold = NUM_FOLDS - 1, NUM_FOLDS - 2
+    train = set(range(NUM_FOLDS)) - {test_fold} - ({validation_fold} if validation else set())
+    return [
+        Run(
+            name="holdout",
+            train_sources=sources,
+            train_split=_folds(train),
+            test_sources=sources,
+            test_split=fold_split_name(test_fold),
+            validation_split=fold_split_name(validation_fold) if validation else None,
+        )
+    ]
+
+
+def cross_validation(sources: tuple[str, ...], validation: bool) -> list[Run]:
+    runs = []
+    for test_fold in range(NUM_FOLDS):
+        validation_fold = (test_fold + 1) % NUM_FOLDS
+        excluded = {test_fold} | ({validation_fold} if validation else set())
+        runs.append(
+            Run(
+                name=f"fold{test_fold}",
+                train_sources=sources,
+                train_split=_folds(set(range(NUM_FOLDS)) - excluded),
+                test_sources=sources,
+                test_split=fold_split_name(test_fold),
+                validation_split=fold_split_name(validation_fold) if validation else None,
+            )
+        )
+    return runs
+
+
+def cross_dataset(
+    train_sources: tuple[str, ...], test_sources: tuple[str, ...], validation: bool
+) -> list[Run]:
+    """Train on all of `train_sources` (minus a validation fold), test on all of the rest.
+
+    With validation, the last fold validates and the `gap` slices (which border
+    it) are left out of training; without, training uses everything.
+    """
+    overlap = {origin_name(s) for s in train_sources} & {origin_name(s) for s in test_sources}
+    if overlap:
+        raise ValueError(
+            f"cross-dataset runs must not test on a training origin: {sorted(overlap)}"
+        )
+    name = (
+        "+".join(origin_name(s) for s in train_sources)
+        + "_to_"
+        + "+".join(origin_name(s) for s in test_sources)
+    )
+    return [
+        Run(
+            name=name,
+            train_sources=train_sources,
+            train_split=_folds(range(NUM_FOLDS - 1)) if validation else "all",
+            test_sources=test_sources,
+            test_split="all",
+            validation_split=fold_split_name(NUM_FOLDS - 1) if validation else None,
+        )
+    ]
+
+
+def matrix(sources: tuple[str, ...], validation: bool) -> list[Run]:
+    """`cross_dataset` for every ordered pair of distinct sources."""
+    runs = []
+    for train, test in itertools.permutations(sources, 2):
+        runs.extend(cross_dataset((train,), (test,), validation))
+    return runs
+
+
+def make_runs(
+    experiment: str,
+    sources: tuple[str, ...],
+    test_sources: tuple[str, ...] = (),
+    validation: bool = True,
+) -> list[Run]:
+    if not sources:
+        raise ValueError("--datasets is empty: name at least one dataset to train on")
+    if experiment == "holdout":
+        return holdout(sources, validation)
+    if experiment == "cv":
+        return cross_validation(sources, validation)
+    if experiment == "cross":
+        if not test_sources:
+            raise ValueError("--experiment=cross needs --test_datasets (origins to test on)")
+        return cross_dataset(sources, test_sources, validation)
+    if experiment == "matrix":
+        if len(sources) < 2:
+            raise ValueError("--experiment=matrix needs at least two --datasets")
+        return matrix(sources, validation)
+    raise ValueError(f"unknown --experiment {experiment!r}; choose from {EXPERIMENTS}")

@@ -1,0 +1,53 @@
+"""PNG figures for a run: confusion matrix and training curves (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import csv
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on GPU nodes or CI
+import matplotlib.pyplot as plt
+import numpy as np
+
+from brainview_tfds.core.features import VIEWS
+
+
+def plot_confusion_matrix(confusion: list[list[int]], title: str, path: str) -> None:
+    """Counts with row-normalized colours (recall per true view)."""
+    counts = np.asarray(confusion)
+    recall = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    figure, axes = plt.subplots(figsize=(4.6, 4))
+    axes.imshow(recall, cmap="Blues", vmin=0, vmax=1)
+    for (row, col), count in np.ndenumerate(counts):
+        color = "white" if recall[row, col] > 0.6 else "black"
+        axes.text(col, row, str(count), ha="center", va="center", color=color)
+    axes.set_xticks(range(len(VIEWS)), VIEWS)
+    axes.set_yticks(range(len(VIEWS)), VIEWS)
+    axes.set_xlabel("predicted view")
+    axes.set_ylabel("true view")
+    axes.set_title(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_training_curves(history_csv: str, path: str) -> None:
+    """Loss and accuracy per epoch (training and, if present, validation)."""
+    with open(history_csv, newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    if not rows:
+        return
+    epochs = [int(row["epoch"]) + 1 for row in rows]
+    figure, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            key = prefix + metric
+            if key in rows[0] and rows[0][key] != "":
+                axis.plot(epochs, [float(row[key]) for row in rows], style, label=key)
+        axis.set_xlabel("epoch")
+        axis.set_title(metric)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -1,0 +1,265 @@
+"""Training runs: fit with per-epoch checkpoints that resume, calibrate, evaluate, report.
+
+A run directory holds, when the run is complete:
+
+    model.keras, model.json        the model and its card (what inference needs)
+    metrics.json                   every metric, overall and per dataset of origin
+    confusion_matrix.png, training_curves.png, misclassified.csv
+    history.csv, logs/             per-epoch metrics, TensorBoard logs
+
+While a run is in progress `backup/` holds the state of the last finished
+epoch (Keras BackupAndRestore: weights, optimizer, epoch). Running the same
+command again after an interrupt resumes from there and trains only the
+remaining epochs; a complete run (metrics.json present) is not repeated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from brainview.pipelines import (
+    devices,
+    evaluation,
+    experiments,
+    input_pipeline,
+    metrics,
+    plots,
+)
+from brainview.pipelines import (
+    model as model_lib,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """Everything that shapes a run besides its data (the effective flags)."""
+
+    image_size: int = 224
+    batch_size: int = 32
+    epochs: int = 10
+    learning_rate: float = 1e-4
+    lr_schedule: str = "constant"  # or "cosine": decay to 0 over all training steps
+    weights: str = "none"
+    trainable_layers: str = "all"
+    head_units: int = 128
+    preprocessing: str = "section"
+    augmentations: tuple[str, ...] = ()
+    dark_filter: bool = True
+    balance: str = "none"
+    cache: bool = True
+    deterministic: bool = False
+    seed: int = 0
+    data_dir: str | None = None
+    uncertain_below: float = 0.5
+    recipe: str = ""
+
+    def pipeline_config(self) -> input_pipeline.PipelineConfig:
+        return input_pipeline.PipelineConfig(
+            image_size=self.image_size,
+            batch_size=self.batch_size,
+            preprocessing=self.preprocessing,
+            augmentations=self.augmentations,
+            dark_filter=self.dark_filter,
+            balance=self.balance,
+            cache=self.cache,
+            deterministic=self.deterministic,
+            seed=self.seed,
+            data_dir=self.data_dir,
+        )
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def _learning_rate(settings: TrainSettings, steps_per_epoch: int):
+    if settings.lr_schedule == "constant":
+        return settings.learning_rate
+    if settings.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            settings.learning_rate, decay_steps=max(1, settings.epochs * steps_per_epoch)
+        )
+    raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {settings.lr_schedule!r}")
+
+
+def _compile(model: keras.Model, settings: TrainSettings, steps_per_epoch: int) -> None:
+    # Under a mixed_float16 policy Keras wraps the optimizer in a LossScaleOptimizer.
+    model.compile(
+        optimizer=keras.optimizers.Adam(_learning_rate(settings, steps_per_epoch)),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
+
+
+def _completed_epochs(backup_dir: str) -> int:
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    with open(path, encoding="utf-8") as file:
+        return int(json.load(file)["epoch"])
+
+
+def _features_only(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    return dataset.map(lambda images, labels, metadata: (images, labels))
+
+
+def train_run(
+    run: experiments.Run,
+    settings: TrainSettings,
+    run_dir: str,
+    strategy: tf.distribute.Strategy,
+) -> dict:
+    """Trains, calibrates and evaluates one run; returns its metrics.
+
+    Resumes an interrupted run from its last finished epoch and returns the
+    saved metrics of a complete one.
+    """
+    metrics_path = os.path.join(run_dir, "metrics.json")
+    if os.path.exists(metrics_path):
+        logging.info("%s: already complete, reusing %s", run.name, metrics_path)
+        with open(metrics_path, encoding="utf-8") as file:
+            return json.load(file)
+    os.makedirs(run_dir, exist_ok=True)
+    keras.utils.set_random_seed(settings.seed)
+    config = settings.pipeline_config()
+
+    train_data, num_train = input_pipeline.training_dataset(
+        run.train_sources, run.train_split, config
+    )
+    steps = math.ceil(num_train / settings.batch_size)
+    validation_data = None
+    if run.validation_split:
+        validation_data = input_pipeline.evaluation_dataset(
+            run.train_sources, run.validation_split, config
+        )
+
+    with strategy.scope():
+        model = model_lib.build_classifier(
+            settings.image_size, settings.weights, settings.trainable_layers, settings.head_units
+        )
+        _compile(model, settings, steps)
+
+    backup_dir = os.path.join(run_dir, "backup")
+    done = _completed_epochs(backup_dir)
+    if done:
+        print(f"{run.name}: resuming after epoch {done} of {settings.epochs}", flush=True)
+    callbacks = [
+        # Before CSVLogger: an epoch is logged only once its state is saved.
+        keras.callbacks.BackupAndRestore(
+            backup_dir, double_checkpoint=True, delete_checkpoint=False
+        ),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
+    ]
+    started = time.perf_counter()
+    model.fit(
+        train_data,
+        epochs=settings.epochs,
+        steps_per_epoch=steps,
+        validation_data=_features_only(validation_data) if validation_data else None,
+        callbacks=callbacks,
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    train_seconds = time.perf_counter() - started
+    epochs_run = settings.epochs - done
+
+    temperature = 1.0
+    if validation_data is not None:
+        validation = evaluation.predict(model, validation_data)
+        temperature = metrics.fit_temperature(validation.labels, validation.probabilities)
+
+    test = evaluation.predict(
+        model, input_pipeline.evaluation_dataset(run.test_sources, run.test_split, config)
+    )
+    result = evaluation.report(test, temperature)
+    result["run"] = dataclasses.asdict(run)
+    result["train_examples"] = num_train
+    result["test_examples"] = len(test)
+    result["train_images_per_second"] = (
+        round(num_train * epochs_run / train_seconds, 2) if epochs_run > 0 else None
+    )
+    result["device"] = devices.describe()
+    result["precision"] = keras.mixed_precision.global_policy().name
+
+    card = model_lib.ModelCard(
+        image_size=settings.image_size,
+        preprocessing=settings.preprocessing,
+        head_units=settings.head_units,
+        temperature=temperature,
+        uncertain_below=settings.uncertain_below,
+        trained_on=tuple(f"{s}:{run.train_split}" for s in run.train_sources),
+        recipe=settings.recipe,
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    )
+    model_lib.save_model(model, card, os.path.join(run_dir, "model.keras"))
+    evaluation.write_misclassified(test, temperature, os.path.join(run_dir, "misclassified.csv"))
+    overall = result["overall"]
+    plots.plot_confusion_matrix(
+        overall["confusion_matrix"],
+        f"{run.name}: test {'+'.join(run.test_sources)} {run.test_split}\n"
+        f"accuracy {overall['accuracy']:.3f}, macro F1 {overall['f1_macro']:.3f}",
+        os.path.join(run_dir, "confusion_matrix.png"),
+    )
+    plots.plot_training_curves(
+        os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "training_curves.png")
+    )
+    evaluation.write_metrics(result, metrics_path)  # last: marks the run complete
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    return result
+
+
+def headline(result: dict) -> dict:
+    """The few numbers a summary table shows for a run."""
+    overall = result["overall"]
+    row = {
+        "accuracy": overall["accuracy"],
+        "f1_macro": overall["f1_macro"],
+        "f1_weighted": overall["f1_weighted"],
+        "roc_auc_ovr": overall["roc_auc_ovr"],
+        "ece": overall["expected_calibration_error"],
+        "test_examples": overall["count"],
+    }
+    row["by_origin_f1_macro"] = {
+        origin: values["f1_macro"] for origin, values in result["by_origin"].items()
+    }
+    return row
+
+
+def summarize(runs: list[experiments.Run], results: dict[str, dict]) -> dict:
+    """Per-run headlines, and mean/std over runs for metrics every run has."""
+    rows = {run.name: headline(results[run.name]) for run in runs}
+    summary: dict = {"runs": rows}
+    if len(rows) > 1:
+        for key in ("accuracy", "f1_macro", "f1_weighted"):
+            values = [row[key] for row in rows.values() if row[key] is not None]
+            if values:
+                mean = sum(values) / len(values)
+                std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+                summary[f"mean_{key}"] = mean
+                summary[f"std_{key}"] = std
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"{'run':40s} {'n':>6s} {'accuracy':>9s} {'macro F1':>9s} {'ECE':>7s}"]
+    for name, row in summary["runs"].items():
+        lines.append(
+            f"{name:40s} {row['test_examples']:6d} {row['accuracy']:9.3f} "
+            f"{row['f1_macro']:9.3f} {row['ece']:7.3f}"
+        )
+    if "mean_f1_macro" in summary:
+        lines.append(
+            f"{'mean (std)':40s} {'':6s} {summary['mean_accuracy']:9.3f} "
+            f"{summary['mean_f1_macro']:9.3f}   (std F1 {summary['std_f1_macro']:.3f})"
+        )
+    return "\n".join(lines)
