@@ -13,10 +13,6 @@ import tensorflow_datasets as tfds
 
 from brainview_tfds.core import features, volume_builder, volumes
 
-# The original study's dark-image filter: keep images whose mean gray level
-# (0-255 scale) is above this.
-DARK_IMAGE_THRESHOLD = 0.6
-
 
 @dataclasses.dataclass(frozen=True)
 class BuildRequest:
@@ -108,14 +104,20 @@ def summarize(builder: tfds.core.DatasetBuilder) -> dict[str, SplitSummary]:
         dark = 0
         for view, mean_intensity in dataset.batch(4096).as_numpy_iterator():
             counts.update(features.VIEWS[int(v)] for v in view)
-            dark += int((mean_intensity <= DARK_IMAGE_THRESHOLD).sum())
+            dark += int((mean_intensity <= features.DARK_IMAGE_THRESHOLD).sum())
         summary[split] = SplitSummary(views=counts, dark=dark)
     return summary
 
 
 def format_summary_table(summaries: dict[str, dict[str, SplitSummary]]) -> str:
     """A plain-text table: dataset (origin) x split x view, plus totals."""
-    header = ("dataset", "split", *features.VIEWS, "total", f"dark<={DARK_IMAGE_THRESHOLD}")
+    header = (
+        "dataset",
+        "split",
+        *features.VIEWS,
+        "total",
+        f"dark<={features.DARK_IMAGE_THRESHOLD}",
+    )
     rows = []
     for dataset_name, splits in summaries.items():
         total = SplitSummary(views=collections.Counter())

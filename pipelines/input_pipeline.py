@@ -23,10 +23,9 @@ import tensorflow_datasets as tfds
 
 import brainview_tfds
 from brainview.pipelines import augmentation, preprocessing
-from brainview_tfds.core.features import VIEWS
+from brainview_tfds.core.features import DARK_IMAGE_THRESHOLD, VIEWS
 
 AUTOTUNE = tf.data.AUTOTUNE
-DARK_IMAGE_THRESHOLD = 0.6  # the original study's filter: keep mean intensity > 0.6 (0..255)
 BALANCE_MODES = ("none", "view", "origin_view")
 METADATA_KEYS = ("origin", "specimen", "group", "slice_index", "source_file", "mean_intensity")
 

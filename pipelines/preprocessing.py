@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from brainview_tfds.core.features import DARK_IMAGE_THRESHOLD
+
 PREPROCESSING_MODES = ("section", "plain")
 
 BORDER_FRACTION = 0.04  # width of the image border used to estimate the background
@@ -174,17 +176,45 @@ def frame_plain(image: tf.Tensor, image_size: int) -> tuple[tf.Tensor, tf.Tensor
     return tf.clip_by_value(resized, 0.0, 255.0), frame
 
 
+# An image with less tissue than this fraction of its pixels (after
+# normalization) is reported as blank: empty slides, uniform fields, specks.
+BLANK_TISSUE_FRACTION = 0.002
+
+
+def looks_blank(mean_intensity: tf.Tensor, signal: tf.Tensor) -> tf.Tensor:
+    """True for images with no section to classify.
+
+    Dark (the original study's filter: mean gray <= 0.6 on 0..255), or
+    near-uniform / almost no tissue after normalization.
+    """
+    tissue_fraction = tf.reduce_mean(tf.cast(signal > TISSUE_THRESHOLD, tf.float32))
+    return (mean_intensity <= DARK_IMAGE_THRESHOLD) | (tissue_fraction < BLANK_TISSUE_FRACTION)
+
+
+def preprocess_and_check(
+    image: tf.Tensor, image_size: int, mode: str = "section"
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Inference path: uint8 HxWx3 -> (model input SxSx3 on 0..255, frame, looks blank).
+
+    The frame [y0, x0, y1, x1] is the square of the source image the model
+    input covers; it maps CAMs back onto the source image.
+    """
+    signal = normalize_section(image)
+    if mode == "section":
+        framed, frame = frame_tissue(signal, image_size)
+        model_input = to_model_input(framed)
+    elif mode == "plain":
+        model_input, frame = frame_plain(image, image_size)
+    else:
+        raise ValueError(
+            f"unknown preprocessing mode {mode!r}; expected one of {PREPROCESSING_MODES}"
+        )
+    return model_input, frame, looks_blank(tf.reduce_mean(to_gray(image)), signal)
+
+
 def preprocess(
     image: tf.Tensor, image_size: int, mode: str = "section"
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Inference path: uint8 HxWx3 -> (model input SxSx3 on 0..255, frame [y0,x0,y1,x1]).
-
-    The frame is the square of the source image the model input covers; it
-    maps CAMs back onto the source image.
-    """
-    if mode == "section":
-        signal, frame = frame_tissue(normalize_section(image), image_size)
-        return to_model_input(signal), frame
-    if mode == "plain":
-        return frame_plain(image, image_size)
-    raise ValueError(f"unknown preprocessing mode {mode!r}; expected one of {PREPROCESSING_MODES}")
+    """`preprocess_and_check` without the blank check (training-time evaluation)."""
+    model_input, frame, _ = preprocess_and_check(image, image_size, mode)
+    return model_input, frame

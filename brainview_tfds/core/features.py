@@ -24,6 +24,10 @@ VIEWS = ("coronal", "horizontal", "sagittal")
 # about native size while bounding the cost of full-resolution scans.
 MAX_IMAGE_SIDE = 1024
 
+# The original study's dark-image filter keeps images whose mean gray level
+# (0-255 scale) is above this; applied at read time from `mean_intensity`.
+DARK_IMAGE_THRESHOLD = 0.6
+
 # Sentinels for fields that do not apply to an example.
 NO_SLICE_INDEX = -1  # images that are not slices of a volume we hold
 NO_POSITION = -1.0  # relative position along an axis, unknown

@@ -1,0 +1,101 @@
+r"""Classifies every image below SCAN_DIR: a CSV of predictions and an HDF5 of Grad-CAMs.
+
+Usage:
+  bin/classify_dir SCAN_DIR OUT.csv --model=runs/demo/holdout/model.keras [--cams=OUT.h5]
+
+CSV columns: path (relative to SCAN_DIR), view, confidence, p_coronal,
+p_horizontal, p_sagittal, width, height, mean_intensity, status (ok, uncertain,
+blank, error), error. One row per file, in a deterministic order.
+
+Large runs:
+  * --resume continues a killed run (nothing lost, nothing repeated);
+  * --num_shards=N --shard_index=I (e.g. $SLURM_ARRAY_TASK_ID) splits the
+    directory across nodes; bin/merge_shards joins the outputs;
+  * all GPUs of a node are used (tf.distribute).
+Bad files never stop a run: they get status "error" and a message. The exit
+code is non-zero only for fatal problems (no model, unwritable output).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+
+# Model.
+flags.DEFINE_string(
+    "model",
+    "runs/demo/holdout/model.keras",
+    "A model.keras written by bin/train (its model.json must be beside it).",
+)
+flags.DEFINE_integer("image_size", None, "Model input size (default: the size it was trained at).")
+
+# Outputs.
+flags.DEFINE_string("cams", None, "Write Grad-CAMs to this HDF5 file.")
+flags.DEFINE_bool("resume", False, "Continue an interrupted run of the same command.")
+flags.DEFINE_bool("overwrite", False, "Replace existing outputs.")
+flags.DEFINE_integer(
+    "commit_every", 2048, "Rows per durable commit; a kill loses at most this much work."
+)
+
+# Scale.
+flags.DEFINE_integer("batch_size", 64, "Images per batch (across all GPUs).")
+flags.DEFINE_integer("num_shards", 1, "Split the directory into this many shards...")
+flags.DEFINE_integer("shard_index", 0, "...and process this one (0-based).")
+flags.DEFINE_integer(
+    "max_decode_side",
+    2048,
+    "Images are decoded at most this large (longer side), with JPEG decoded at reduced "
+    "scale; bounds memory for huge scans.",
+)
+flags.DEFINE_bool("include_hidden", False, "Also classify hidden files (names starting with '.').")
+flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3:
+        raise app.UsageError("usage: classify_dir SCAN_DIR OUT.csv [flags]; see --help")
+    scan_dir, output_csv = argv[1], argv[2]
+    from brainview.pipelines import classify, classify_outputs
+
+    if FLAGS.batch_size < 1 or FLAGS.commit_every < 1 or FLAGS.num_shards < 1:
+        raise app.UsageError("--batch_size, --commit_every and --num_shards must be positive")
+    config = classify.ClassifyConfig(
+        scan_dir=scan_dir,
+        output_csv=output_csv,
+        model_path=FLAGS.model,
+        cams_path=FLAGS.cams,
+        batch_size=FLAGS.batch_size,
+        image_size=FLAGS.image_size,
+        num_shards=FLAGS.num_shards,
+        shard_index=FLAGS.shard_index,
+        resume=FLAGS.resume,
+        overwrite=FLAGS.overwrite,
+        commit_every=FLAGS.commit_every,
+        max_decode_side=FLAGS.max_decode_side,
+        include_hidden=FLAGS.include_hidden,
+        progress=FLAGS.progress and sys.stderr.isatty(),
+    )
+    try:
+        summary = classify.classify_directory(config)
+    except (classify.ClassifyError, classify_outputs.OutputError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(summary.format())
+    if not summary.already_complete:
+        print(f"predictions: {output_csv}" + (f"\nCAMs: {FLAGS.cams}" if FLAGS.cams else ""))
+    return 0
+
+
+def run() -> None:
+    logging.set_verbosity(logging.WARNING)
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

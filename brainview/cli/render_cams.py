@@ -1,0 +1,57 @@
+r"""Renders CAM overlays (and a contact sheet) for chosen rows of a classify_dir run.
+
+Examples:
+  bin/render_cams runs/sample_scans runs/demo/cams.h5 runs/demo/overlays \
+      --csv=runs/demo/predictions.csv --select=lowest_confidence --count=12
+  bin/render_cams SCANS cams.h5 overlays/ --rows=0,5,17
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_list("rows", [], "Row numbers to render (0 = first data row of the CSV).")
+flags.DEFINE_string("csv", None, "The run's CSV, to choose rows with --select/--status.")
+flags.DEFINE_enum(
+    "select", "first", ["first", "lowest_confidence", "random"], "How to choose rows from --csv."
+)
+flags.DEFINE_integer("count", 12, "How many rows to choose from --csv.")
+flags.DEFINE_string("status", None, "Only rows with this status (ok, uncertain, blank).")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 4:
+        raise app.UsageError("usage: render_cams SCAN_DIR CAMS.h5 OUTPUT_DIR [flags]")
+    scan_dir, cams_path, output_dir = argv[1:]
+    from brainview.pipelines import overlays
+
+    if FLAGS.rows:
+        rows = [int(r) for r in FLAGS.rows]
+    elif FLAGS.csv:
+        rows = overlays.choose_rows(FLAGS.csv, FLAGS.select, FLAGS.count, FLAGS.status)
+    else:
+        raise app.UsageError("pass --rows, or --csv to choose rows")
+    if not os.path.exists(cams_path):
+        print(f"error: {cams_path} not found (run classify_dir with --cams)", file=sys.stderr)
+        return 2
+    written = overlays.render_rows(scan_dir, cams_path, rows, output_dir)
+    print(
+        f"wrote {len(written)} files to {output_dir}"
+        + (f" (contact sheet: {written[-1]})" if written else "")
+    )
+    return 0
+
+
+def run() -> None:
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

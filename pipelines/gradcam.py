@@ -1,0 +1,69 @@
+"""Batched Grad-CAM computed in the same pass as the prediction.
+
+As in the keras.io Grad-CAM example, the map is the ReLU of the feature maps
+of the last convolutional layer weighted by the spatially averaged gradient
+of the predicted class's score (pre-softmax) with respect to them — but:
+* batched: gradients are averaged over the spatial axes of each image, never
+  over the batch;
+* cheap: the backbone runs forward once; only the small head (pooling and
+  two dense layers) is differentiated;
+* in float32, whatever the backbone's precision policy.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from brainview.pipelines import model as model_lib
+
+CAM_LAYER_NAME = f"{model_lib.BACKBONE_NAME}/{model_lib.CAM_LAYER}"
+
+
+def head_logits(head: keras.Model, features: tf.Tensor) -> tf.Tensor:
+    """The head's pre-softmax class scores, in float32, from its layers' weights.
+
+    Mirrors model.build_head: global average pooling -> Dense(relu) -> Dense.
+    """
+    dense, views = head.get_layer("dense"), head.get_layer("views")
+    pooled = tf.reduce_mean(tf.cast(features, tf.float32), axis=(1, 2))
+    hidden = tf.nn.relu(tf.matmul(pooled, _float32(dense.kernel)) + _float32(dense.bias))
+    return tf.matmul(hidden, _float32(views.kernel)) + _float32(views.bias)
+
+
+def _float32(variable) -> tf.Tensor:
+    return tf.cast(tf.convert_to_tensor(variable), tf.float32)
+
+
+def make_predict_with_cams(model: keras.Model):
+    """A tf.function images -> (probabilities (B,3), CAMs (B,h,w) in 0..1), float32."""
+    backbone, head = model_lib.backbone_and_head(model)
+
+    @tf.function(reduce_retracing=True)
+    def predict_with_cams(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        features = tf.cast(backbone(images, training=False), tf.float32)
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            logits = head_logits(head, features)
+            predicted = tf.argmax(logits, axis=1)
+            # Each image's score depends only on its own features, so the
+            # gradient of the sum is the per-image gradient.
+            score = tf.reduce_sum(tf.gather(logits, predicted, axis=1, batch_dims=1))
+        gradients = tape.gradient(score, features)  # (B, h, w, C)
+        channel_weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+        cams = tf.nn.relu(tf.reduce_sum(channel_weights * features, axis=-1))
+        peak = tf.reduce_max(cams, axis=(1, 2), keepdims=True)
+        cams = tf.math.divide_no_nan(cams, peak)
+        return tf.nn.softmax(logits), cams
+
+    return predict_with_cams
+
+
+def make_predict(model: keras.Model):
+    """A tf.function images -> probabilities (B,3), for runs without CAMs."""
+
+    @tf.function(reduce_retracing=True)
+    def predict(images: tf.Tensor) -> tf.Tensor:
+        return tf.cast(model(images, training=False), tf.float32)
+
+    return predict
