@@ -32,6 +32,10 @@ import tensorflow as tf
 
 from brainview.pipelines import preprocessing
 
+# With mode "aligned", sections are rotated onto their principal axis after
+# any random rotation; this jitter covers the axis estimate's uncertainty.
+ALIGNED_JITTER = math.radians(12)
+
 AUGMENTATIONS = (
     "polarity",
     "stain",
@@ -118,41 +122,8 @@ def jitter_stain(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 # -- tissue signal (float32 HxW, 0 = background) --------------------------------
 
 
-def rotate(signal: tf.Tensor, angle: tf.Tensor) -> tf.Tensor:
-    """Rotates by `angle` radians about the centre; the canvas grows to fit."""
-    height = tf.cast(tf.shape(signal)[0], tf.float32)
-    width = tf.cast(tf.shape(signal)[1], tf.float32)
-    cos, sin = tf.cos(angle), tf.sin(angle)
-    out_height = tf.math.ceil(tf.abs(height * cos) + tf.abs(width * sin))
-    out_width = tf.math.ceil(tf.abs(width * cos) + tf.abs(height * sin))
-    # Maps output (x, y) to input coordinates: rotate about the two centres.
-    cx_in, cy_in = (width - 1) / 2, (height - 1) / 2
-    cx_out, cy_out = (out_width - 1) / 2, (out_height - 1) / 2
-    transform = tf.stack(
-        [
-            cos,
-            sin,
-            cx_in - cos * cx_out - sin * cy_out,
-            -sin,
-            cos,
-            cy_in + sin * cx_out - cos * cy_out,
-            0.0,
-            0.0,
-        ]
-    )
-    rotated = tf.raw_ops.ImageProjectiveTransformV3(
-        images=signal[None, :, :, None],
-        transforms=transform[None],
-        output_shape=tf.cast(tf.stack([out_height, out_width]), tf.int32),
-        fill_value=0.0,
-        interpolation="BILINEAR",
-        fill_mode="CONSTANT",
-    )
-    return rotated[0, :, :, 0]
-
-
-def random_rotate(signal: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    return rotate(signal, _uniform(seed, 0.0, 2 * math.pi))
+def random_rotate(signal: tf.Tensor, seed: tf.Tensor, max_angle: float = math.pi) -> tf.Tensor:
+    return preprocessing.rotate(signal, _uniform(seed, -max_angle, max_angle))
 
 
 def random_flip(signal: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -301,14 +272,18 @@ def augment_and_preprocess(
             model_input = tf.image.stateless_random_flip_left_right(model_input, stage_seed["flip"])
         return model_input
     signal = preprocessing.normalize_section(image)
-    if "rotate" in augmentations:
-        signal = random_rotate(signal, stage_seed["rotate"])
-    if "flip" in augmentations:
-        signal = random_flip(signal, stage_seed["flip"])
     if "partial" in augmentations:
         signal = cut_partial(signal, stage_seed["partial"])
     if "resolution" in augmentations:
         signal = coarsen_resolution(signal, stage_seed["resolution"])
+    if "rotate" in augmentations:
+        signal = random_rotate(signal, stage_seed["rotate"])
+    if mode == "aligned":
+        signal, _ = preprocessing.align(signal)
+        if "rotate" in augmentations:  # the alignment's own uncertainty
+            signal = random_rotate(signal, stage_seed["rotate"], ALIGNED_JITTER)
+    if "flip" in augmentations:
+        signal = random_flip(signal, stage_seed["flip"])
     if "zoom" in augmentations:
         frame = jittered_frame(signal, stage_seed["zoom"])
     else:
@@ -318,4 +293,4 @@ def augment_and_preprocess(
         framed = random_tone(framed, stage_seed["tone"])
     if "blur_noise" in augmentations:
         framed = blur_and_noise(framed, stage_seed["blur_noise"])
-    return preprocessing.to_model_input(framed)
+    return preprocessing.to_model_input(framed, mode)

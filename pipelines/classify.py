@@ -95,9 +95,12 @@ class Summary:
 class Predictor:
     """images -> (probabilities, CAMs or None), on one device or across replicas."""
 
-    def __init__(self, model, with_cams: bool, strategy: tf.distribute.Strategy):
+    def __init__(
+        self, model, with_cams: bool, strategy: tf.distribute.Strategy, batch_size: int = 1
+    ):
         self.strategy = strategy
         self.with_cams = with_cams
+        self.batch_size = batch_size
         self.replicas = strategy.num_replicas_in_sync
         if with_cams:
             self.function = gradcam.make_predict_with_cams(model)
@@ -107,6 +110,13 @@ class Predictor:
 
     def __call__(self, images: tf.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         count = int(images.shape[0])
+        if count < self.batch_size:
+            # A short (last) batch is padded to the full size: the last digits of the
+            # CPU kernels' results depend on the batch size (a batch of one differs),
+            # and an image must get the same numbers in a run, a shard or a resume.
+            filler = tf.repeat(images[-1:], self.batch_size - count, axis=0)
+            probabilities, cams = self(tf.concat([images, filler], axis=0))
+            return probabilities[:count], None if cams is None else cams[:count]
         if self.replicas == 1:
             probabilities, cams = self.function(images)
         else:
@@ -181,7 +191,7 @@ def _dataset(
         return {
             "path": relative_path,
             "image": model_input,
-            "frame": frame * scale,
+            "frame": frame * tf.stack([scale, scale, scale, 1.0]),  # the angle stays
             "width": tf.reshape(width, []),
             "height": tf.reshape(height, []),
             "mean_intensity": tf.reshape(mean, []),
@@ -262,7 +272,7 @@ def _load_model(config: ClassifyConfig, strategy: tf.distribute.Strategy):
             return model_lib.load_model(config.model_path)
     except FileNotFoundError as error:
         raise ClassifyError(str(error)) from None
-    except (OSError, ValueError) as error:
+    except Exception as error:  # e.g. zipfile.BadZipFile for a file that is not a .keras archive
         raise ClassifyError(f"cannot load model {config.model_path}: {error}") from None
 
 
@@ -316,7 +326,7 @@ def classify_directory(config: ClassifyConfig) -> Summary:
 
     summary = Summary()
     total = _count_in_background(scan_dir, config)
-    predictor = Predictor(model, bool(config.cams_path), strategy)
+    predictor = Predictor(model, bool(config.cams_path), strategy, config.batch_size)
     dataset = _dataset(scan_dir, config, image_size, card.preprocessing, writer.rows_done)
     batches_per_commit = max(1, -(-config.commit_every // config.batch_size))
     started = time.perf_counter()

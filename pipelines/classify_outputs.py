@@ -68,7 +68,7 @@ class Segment:
     statuses: list[str]
     views: np.ndarray  # int8 (n,), -1 for error rows
     probabilities: np.ndarray  # float32 (n, 3), nan for error rows
-    frames: np.ndarray  # float32 (n, 4): y0, x0, y1, x1 in source pixels
+    frames: np.ndarray  # float32 (n, 4): center_y, center_x, side, angle (see preprocessing)
     cams: np.ndarray | None  # float16 (n, h, w), or None without CAMs
 
     def __len__(self) -> int:
@@ -266,18 +266,39 @@ def create_cam_file(
     height, width = cam_shape
     chunk_rows = max(1, min(count, max(1, (1 << 20) // (2 * height * width))))
     compressed = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+    # h5py refuses a chunk longer than a fixed-size axis: with no rows at all (an
+    # empty folder, or a shard without files) the row axis is made growable instead.
+    rows = None if count == 0 else count
     file.create_dataset(
-        "cams", (count, height, width), np.float16, chunks=(chunk_rows, height, width), **compressed
+        "cams",
+        (count, height, width),
+        np.float16,
+        chunks=(chunk_rows, height, width),
+        maxshape=(rows, height, width),
+        **compressed,
     )
     chunk = (max(1, min(count, 4096)),)
-    file.create_dataset("paths", (count,), h5py.string_dtype(), chunks=chunk, **compressed)
-    file.create_dataset("statuses", (count,), h5py.string_dtype(), chunks=chunk, **compressed)
-    file.create_dataset("views", (count,), np.int8, chunks=chunk, **compressed)
-    file.create_dataset("probabilities", (count, 3), np.float32, chunks=(*chunk, 3), **compressed)
-    file.create_dataset("frames", (count, 4), np.float32, chunks=(*chunk, 4), **compressed)
+    for name in ("paths", "statuses"):
+        file.create_dataset(
+            name, (count,), h5py.string_dtype(), chunks=chunk, maxshape=(rows,), **compressed
+        )
+    file.create_dataset("views", (count,), np.int8, chunks=chunk, maxshape=(rows,), **compressed)
+    for name, columns in (("probabilities", 3), ("frames", 4)):
+        file.create_dataset(
+            name,
+            (count, columns),
+            np.float32,
+            chunks=(*chunk, columns),
+            maxshape=(rows, columns),
+            **compressed,
+        )
     file["cams"].attrs["description"] = (
-        "Grad-CAM of the predicted view, 0..1, over the square frame of the source image "
-        "given by frames[i] (y0, x0, y1, x1 in source pixels)"
+        "Grad-CAM of the predicted view, 0..1, over the square of the source image given by "
+        "frames[i]"
+    )
+    file["frames"].attrs["description"] = (
+        "center_y, center_x, side (source pixels), angle (radians): the model saw the source "
+        "rotated by angle about the center, cropped to a side x side square"
     )
     file["views"].attrs["description"] = "index into the file attribute class_names; -1: error"
     for key, value in attributes.items():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -153,18 +154,38 @@ def training_dataset(
     return dataset.batch(config.batch_size).repeat().prefetch(AUTOTUNE), num_examples
 
 
-def evaluation_dataset(
-    sources: tuple[str, ...], split: str, config: PipelineConfig
-) -> tf.data.Dataset:
-    """(images, labels, metadata) batches in a fixed order, no augmentation."""
-    dataset = _read_examples(sources, split, config, shuffle_files=False)
+def remount(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """The raw scan turned by a random angle and maybe mirrored, as if mounted anew.
 
-    def prepare(example: dict) -> tuple[tf.Tensor, tf.Tensor, dict]:
-        image, _ = preprocessing.preprocess(
-            _decode(example), config.image_size, config.preprocessing
-        )
+    The canvas grows to fit; new corners repeat the border (the background).
+    """
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    angle = tf.random.stateless_uniform((), seeds[0], 0.0, 2 * math.pi)
+    turned = preprocessing.rotate(tf.cast(image, tf.float32), angle, fill_mode="NEAREST")
+    turned = tf.cast(tf.round(tf.clip_by_value(turned, 0.0, 255.0)), tf.uint8)
+    mirror = tf.random.stateless_uniform((), seeds[1]) < 0.5
+    return tf.cond(mirror, lambda: turned[:, ::-1], lambda: turned)
+
+
+def evaluation_dataset(
+    sources: tuple[str, ...], split: str, config: PipelineConfig, remount_seed: int | None = None
+) -> tf.data.Dataset:
+    """(images, labels, metadata) batches in a fixed order, no augmentation.
+
+    With `remount_seed`, every scan is first turned by a random angle and
+    maybe mirrored (`remount`): a test of robustness to how slides are mounted.
+    """
+    dataset = _read_examples(sources, split, config, shuffle_files=False)
+    seeds = tf.data.Dataset.random(seed=remount_seed or 0).batch(2)
+
+    def prepare(example: dict, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, dict]:
+        image = _decode(example)
+        if remount_seed is not None:
+            image = remount(image, seed)
+        image, _ = preprocessing.preprocess(image, config.image_size, config.preprocessing)
         metadata = {key: example[key] for key in METADATA_KEYS}
         return image, example["view"], metadata
 
+    dataset = tf.data.Dataset.zip(dataset, seeds)
     dataset = dataset.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
     return dataset.batch(config.batch_size).prefetch(AUTOTUNE)

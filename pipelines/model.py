@@ -97,6 +97,13 @@ def build_classifier(
     """The full classifier, ready to compile."""
     backbone = build_backbone(image_size, weights)
     set_trainable_layers(backbone, trainable_layers)
+    if trainable_layers != "all":
+        # Keras 3 passes the outer call's `training` (True in fit) to every layer
+        # of a functional model, overriding the training=False below; only a
+        # non-trainable BatchNormalization stays in inference mode.
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
     if weights == "none":
         set_batchnorm_momentum(backbone, FROM_SCRATCH_BATCHNORM_MOMENTUM)
     head = build_head(tuple(backbone.output.shape[1:]), head_units)

@@ -34,22 +34,31 @@ def render_overlay(
     caption: str,
     side: int = OVERLAY_SIDE,
 ) -> Image.Image:
-    """The scan (longer side `side`) with its CAM blended over the framed square."""
+    """The scan (longer side `side`) with its CAM blended over the framed square.
+
+    `frame` is [center_y, center_x, side, angle] in source pixels (see
+    preprocessing): the model saw the scan rotated by `angle`, so the CAM is
+    rotated back by it before it is placed.
+    """
     decoded = image_files.read_image(scan_path, max_side=side)
     scan = Image.fromarray(np.asarray(decoded.pixels)).convert("RGB")
     scale = scan.width / max(decoded.width, 1)  # source pixels -> overlay pixels
-    y0, x0, y1, _ = (float(v) * scale for v in frame)  # square: height = side
-    size = max(1, round(y1 - y0))
-    heat = Image.fromarray(heat_colors(cam.astype(np.float32))).resize(
+    center_y, center_x, frame_side = (float(v) * scale for v in frame[:3])
+    size = max(1, round(frame_side))
+    cam = np.clip(cam.astype(np.float32), 0, 1)
+    # PIL turns counter-clockwise on screen (y up): that undoes `angle` (y down).
+    degrees = float(np.degrees(frame[3]))
+    heat = Image.fromarray(heat_colors(cam)).resize((size, size), Image.Resampling.BILINEAR)
+    weight = Image.fromarray((cam * 255 * HEAT_ALPHA).astype(np.uint8)).resize(
         (size, size), Image.Resampling.BILINEAR
     )
-    weight = Image.fromarray(
-        (np.clip(cam.astype(np.float32), 0, 1) * 255 * HEAT_ALPHA).astype(np.uint8)
-    ).resize((size, size), Image.Resampling.BILINEAR)
+    heat = heat.rotate(degrees, Image.Resampling.BILINEAR, expand=True)
+    weight = weight.rotate(degrees, Image.Resampling.BILINEAR, expand=True)
+    corner = (round(center_x - heat.width / 2), round(center_y - heat.height / 2))
     layer = Image.new("RGB", scan.size)
     mask = Image.new("L", scan.size, 0)
-    layer.paste(heat, (round(x0), round(y0)))
-    mask.paste(weight, (round(x0), round(y0)))
+    layer.paste(heat, corner)
+    mask.paste(weight, corner)
     blended = Image.composite(layer, scan, mask)
     canvas = Image.new("RGB", (blended.width, blended.height + 16), "white")
     canvas.paste(blended, (0, 16))

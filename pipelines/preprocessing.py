@@ -17,6 +17,16 @@ Mode "section" removes what differs between labs rather than between planes:
   square with background and resized, so section size and position on the
   slide do not matter. Aspect ratio is kept: it is a real cue for the plane.
 
+Mode "aligned" also removes the mounting rotation: before framing, the tissue
+is rotated so that its principal axis (from the second moments of the tissue
+signal) is horizontal. What remains of the orientation is a 180-degree turn
+and a mirror image, which training covers with flips.
+
+The square the model sees is reported as a *frame* in source pixels:
+[center_y, center_x, side, angle], where the model input is the source image
+rotated by `angle` radians (image coordinates, y down) about the centre and
+cropped to a `side` x `side` square. Grad-CAMs map back onto the scan with it.
+
 All functions are TensorFlow ops, usable inside `tf.data` maps.
 """
 
@@ -26,10 +36,14 @@ import tensorflow as tf
 
 from brainview_tfds.core.features import DARK_IMAGE_THRESHOLD
 
-PREPROCESSING_MODES = ("section", "plain")
+PREPROCESSING_MODES = ("aligned", "section", "plain")
 
 BORDER_FRACTION = 0.04  # width of the image border used to estimate the background
 SIGNAL_PERCENTILE = 99.0  # this percentile of the tissue signal maps to 1
+# A section must stand out from the background by this many gray levels and
+# this many times the background's noise; otherwise the image is blank.
+MIN_CONTRAST = 2.0
+NOISE_MULTIPLE = 6.0
 TISSUE_THRESHOLD = 0.12  # normalized signal above this counts as tissue
 # A row/column belongs to the tissue box when this fraction of it is tissue;
 # isolated specks and dust do not stretch the box.
@@ -77,7 +91,10 @@ def normalize_section(image: tf.Tensor) -> tf.Tensor:
     Bright-field images are detected by a background (border median) brighter
     than the image mean, and inverted. The background's own noise (the 90th
     percentile of the border after subtraction) is removed too, so the
-    background is flat black whatever the scanner. A blank image yields zeros.
+    background is flat black whatever the scanner. The scale is taken from the
+    tissue alone (pixels above the background), so a small section on a large
+    slide gets the same contrast as a large one. An image whose contrast does
+    not clear the background noise (a blank or noisy empty slide) yields zeros.
     """
     gray = to_gray(image)
     border = border_pixels(gray)
@@ -85,10 +102,97 @@ def normalize_section(image: tf.Tensor) -> tf.Tensor:
     bright_field = background > tf.reduce_mean(gray)
     polarity = tf.where(bright_field, -1.0, 1.0)
     noise_floor = _percentile(tf.maximum((border - background) * polarity, 0.0), 90.0)
+    noise_sigma = 1.4826 * _percentile(tf.abs(border - background), 50.0)  # robust (MAD)
     signal = tf.maximum((gray - background) * polarity - noise_floor, 0.0)
-    scale = _percentile(signal, SIGNAL_PERCENTILE)
-    # Below ~2 gray levels of contrast there is no section to normalize.
-    return tf.where(scale > 2.0, tf.minimum(signal / tf.maximum(scale, 1e-6), 1.0), 0.0)
+    flat = tf.reshape(signal, [-1])
+    above_background = tf.boolean_mask(flat, flat > 0.0)
+    scale = tf.cond(
+        tf.size(above_background) > 0,
+        lambda: _percentile(above_background, SIGNAL_PERCENTILE),
+        lambda: tf.constant(0.0),
+    )
+    has_section = scale > tf.maximum(MIN_CONTRAST, NOISE_MULTIPLE * noise_sigma)
+    signal = tf.where(has_section, tf.minimum(signal / tf.maximum(scale, 1e-6), 1.0), 0.0)
+    return tf.ensure_shape(signal, [None, None])
+
+
+def rotation_transform(angle: tf.Tensor, in_hw: tf.Tensor, out_hw: tf.Tensor) -> tf.Tensor:
+    """The 8-parameter transform mapping output (x, y) to input (x, y) of `rotate`."""
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    cy_in, cx_in = (in_hw[0] - 1) / 2, (in_hw[1] - 1) / 2
+    cy_out, cx_out = (out_hw[0] - 1) / 2, (out_hw[1] - 1) / 2
+    return tf.stack(
+        [
+            cos,
+            sin,
+            cx_in - cos * cx_out - sin * cy_out,
+            -sin,
+            cos,
+            cy_in + sin * cx_out - cos * cy_out,
+            0.0,
+            0.0,
+        ]
+    )
+
+
+def rotated_shape(shape: tf.Tensor, angle: tf.Tensor) -> tf.Tensor:
+    """(height, width) of the canvas that holds an image of `shape` rotated by `angle`."""
+    height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    cos, sin = tf.abs(tf.cos(angle)), tf.abs(tf.sin(angle))
+    return tf.math.ceil(tf.stack([height * cos + width * sin, width * cos + height * sin]) - 1e-3)
+
+
+def rotate(image: tf.Tensor, angle: tf.Tensor, fill_mode: str = "CONSTANT") -> tf.Tensor:
+    """Rotates an HxW or HxWxC float image by `angle` radians about its centre.
+
+    The canvas grows to fit. In image coordinates (y down), a line at angle a
+    ends at angle a + `angle`. New pixels are 0 ("CONSTANT") or repeat the
+    nearest border pixel ("NEAREST").
+    """
+    planar = image.shape.rank == 2
+    batch = image[None, :, :, None] if planar else image[None]
+    in_hw = tf.cast(tf.shape(image)[:2], tf.float32)
+    out_hw = rotated_shape(tf.shape(image), angle)
+    rotated = tf.raw_ops.ImageProjectiveTransformV3(
+        images=batch,
+        transforms=rotation_transform(angle, in_hw, out_hw)[None],
+        output_shape=tf.cast(out_hw, tf.int32),
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode=fill_mode,
+    )
+    return rotated[0, :, :, 0] if planar else rotated[0]
+
+
+def principal_angle(signal: tf.Tensor) -> tf.Tensor:
+    """Angle (radians, image coordinates) of the tissue's major axis to the x axis."""
+    weight = signal * tf.cast(signal > TISSUE_THRESHOLD, tf.float32)
+    shape = tf.shape(signal)
+    ys, xs = tf.meshgrid(
+        tf.range(shape[0], dtype=tf.float32), tf.range(shape[1], dtype=tf.float32), indexing="ij"
+    )
+    total = tf.maximum(tf.reduce_sum(weight), 1e-6)
+    cy, cx = tf.reduce_sum(weight * ys) / total, tf.reduce_sum(weight * xs) / total
+    cyy = tf.reduce_sum(weight * (ys - cy) ** 2) / total
+    cxx = tf.reduce_sum(weight * (xs - cx) ** 2) / total
+    cxy = tf.reduce_sum(weight * (xs - cx) * (ys - cy)) / total
+    return 0.5 * tf.atan2(2.0 * cxy, cxx - cyy)
+
+
+def source_frame(
+    box: tf.Tensor, angle: tf.Tensor, source_shape: tf.Tensor, canvas_shape: tf.Tensor
+) -> tf.Tensor:
+    """[center_y, center_x, side, angle] in source pixels of a square `box` on a canvas
+    that is the source rotated by `angle` (see `rotate`)."""
+    in_hw = tf.cast(source_shape[:2], tf.float32)
+    out_hw = tf.cast(canvas_shape[:2], tf.float32)
+    transform = rotation_transform(angle, in_hw, out_hw)
+    # Pixel centres: box edges are at half-pixel positions.
+    y = (box[0] + box[2]) / 2 - 0.5
+    x = (box[1] + box[3]) / 2 - 0.5
+    x_in = transform[0] * x + transform[1] * y + transform[2]
+    y_in = transform[3] * x + transform[4] * y + transform[5]
+    return tf.stack([y_in + 0.5, x_in + 0.5, box[2] - box[0], angle])
 
 
 def tissue_box(signal: tf.Tensor) -> tf.Tensor:
@@ -152,27 +256,43 @@ def crop_to_frame(signal: tf.Tensor, frame: tf.Tensor, image_size: int) -> tf.Te
 
 
 def frame_tissue(signal: tf.Tensor, image_size: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """Tissue signal HxW -> (image_size² signal, the square frame in source pixels)."""
-    frame = square_frame(tissue_box(signal))
-    return crop_to_frame(signal, frame, image_size), frame
+    """Tissue signal HxW -> (image_size² signal, the square box cut from `signal`)."""
+    box = square_frame(tissue_box(signal))
+    return crop_to_frame(signal, box, image_size), box
 
 
-def to_model_input(signal: tf.Tensor) -> tf.Tensor:
-    """Signal SxS in 0..1 -> SxSx3 float32 on 0..255 (what EfficientNet expects)."""
-    return tf.repeat(signal[..., None] * 255.0, 3, axis=-1)
+def align(signal: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Rotates the tissue's principal axis onto the x axis; returns (signal, angle applied)."""
+    angle = -principal_angle(signal)
+    return rotate(signal, angle), angle
+
+
+def to_model_input(signal: tf.Tensor, mode: str = "section") -> tf.Tensor:
+    """Framed signal SxS in 0..1 -> SxSx3 float32 on 0..255 (what EfficientNet expects).
+
+    "section": the signal in all three channels. "aligned": the signal, its
+    left-right mirror and its up-down mirror. Coronal and horizontal sections
+    are cut across the brain's plane of symmetry and sagittal ones along it,
+    so whether a section equals one of its mirror images is the plane's
+    defining property; side by side in the channels, the first convolution
+    can compare them pixel by pixel instead of the network having to learn
+    symmetry across its whole receptive field.
+    """
+    if mode == "aligned":
+        channels = [signal, signal[:, ::-1], signal[::-1, :]]
+    else:
+        channels = [signal, signal, signal]
+    return tf.stack(channels, axis=-1) * 255.0
 
 
 def frame_plain(image: tf.Tensor, image_size: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """Mode "plain": RGB, aspect kept, letterboxed with black, on 0..255."""
+    """Mode "plain": RGB, aspect kept, letterboxed with black, on 0..255; and its frame."""
     height = tf.cast(tf.shape(image)[0], tf.float32)
     width = tf.cast(tf.shape(image)[1], tf.float32)
     resized = tf.image.resize_with_pad(
         tf.cast(image, tf.float32), image_size, image_size, antialias=True
     )
-    side = tf.maximum(height, width)
-    frame = tf.stack(
-        [(height - side) / 2, (width - side) / 2, (height + side) / 2, (width + side) / 2]
-    )
+    frame = tf.stack([height / 2, width / 2, tf.maximum(height, width), 0.0])
     return tf.clip_by_value(resized, 0.0, 255.0), frame
 
 
@@ -196,13 +316,18 @@ def preprocess_and_check(
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Inference path: uint8 HxWx3 -> (model input SxSx3 on 0..255, frame, looks blank).
 
-    The frame [y0, x0, y1, x1] is the square of the source image the model
-    input covers; it maps CAMs back onto the source image.
+    The frame [center_y, center_x, side, angle] locates the model input on the
+    source image (see the module docstring); it maps CAMs back onto the scan.
     """
     signal = normalize_section(image)
-    if mode == "section":
-        framed, frame = frame_tissue(signal, image_size)
-        model_input = to_model_input(framed)
+    if mode in ("section", "aligned"):
+        angle = tf.constant(0.0)
+        canvas = signal
+        if mode == "aligned":
+            canvas, angle = align(signal)
+        framed, box = frame_tissue(canvas, image_size)
+        frame = source_frame(box, angle, tf.shape(signal), tf.shape(canvas))
+        model_input = to_model_input(framed, mode)
     elif mode == "plain":
         model_input, frame = frame_plain(image, image_size)
     else:

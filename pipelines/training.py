@@ -166,6 +166,7 @@ def train_run(
         train_data,
         epochs=settings.epochs,
         steps_per_epoch=steps,
+        shuffle=False,  # the tf.data pipeline shuffles
         validation_data=_features_only(validation_data) if validation_data else None,
         callbacks=callbacks,
         verbose=1 if sys.stdout.isatty() else 2,
@@ -182,6 +183,14 @@ def train_run(
         model, input_pipeline.evaluation_dataset(run.test_sources, run.test_split, config)
     )
     result = evaluation.report(test, temperature)
+    # The same test scans, each turned by a random angle and maybe mirrored.
+    remounted = evaluation.predict(
+        model,
+        input_pipeline.evaluation_dataset(
+            run.test_sources, run.test_split, config, remount_seed=settings.seed
+        ),
+    )
+    result["remounted"] = evaluation.report(remounted, temperature)
     result["run"] = dataclasses.asdict(run)
     result["train_examples"] = num_train
     result["test_examples"] = len(test)

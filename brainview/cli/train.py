@@ -64,8 +64,9 @@ flags.DEFINE_integer("image_size", 224, "Model input side in pixels (the origina
 flags.DEFINE_enum(
     "preprocessing",
     "section",
-    ["section", "plain"],
+    ["aligned", "section", "plain"],
     "section: gray, polarity- and background-normalized, framed on the tissue; "
+    "aligned: section, rotated onto the tissue's principal axis; "
     "plain: RGB letterboxed (the original study's look).",
 )
 flags.DEFINE_string(

@@ -1,0 +1,240 @@
+"""The classifier (EfficientNet-B0 + head), its weights and files, and batched Grad-CAM.
+
+Models are built at 64 px (a 2x2 feature map) from random weights. Untrained, EfficientNet's
+activations fade to ~1e-6 by the last layer, so every image would get the same output; the
+shared `classifier` has its BatchNorm statistics set from a batch and a re-drawn head, so that
+its predictions and CAMs clearly differ between images and equality checks mean something.
+"""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from brainview.pipelines import gradcam
+from brainview.pipelines import model as model_lib
+
+SIZE = 64
+
+
+def varied_images(count=4, size=SIZE, seed=0):
+    """Images on 0..255 that differ in structure, not only in noise."""
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 255, (max(count, 4), size, size, 3)).astype(np.float32)
+    images[1, : size // 2] = 0.0
+    images[2, :, : size // 2] = 255.0
+    images[3] = np.linspace(0, 255, size, dtype=np.float32)[None, :, None]
+    return images[:count]
+
+
+def make_image_dependent(model, seed=0):
+    """BatchNorm moving statistics from one batch (momentum 0), and a head drawn larger than
+    Keras' initializers: outputs that depend on the image, as a trained model's do."""
+    backbone, head = model_lib.backbone_and_head(model)
+    model_lib.set_batchnorm_momentum(backbone, 0.0)
+    model(tf.constant(np.concatenate([varied_images(), varied_images(seed=1)])), training=True)
+    rng = np.random.default_rng(seed)
+    for layer_name in ("dense", "views"):
+        layer = head.get_layer(layer_name)
+        kernel, bias = layer.get_weights()
+        layer.set_weights([rng.normal(0, 0.1, kernel.shape), rng.normal(0, 0.1, bias.shape)])
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    keras.utils.set_random_seed(0)
+    model = model_lib.build_classifier(SIZE)
+    make_image_dependent(model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def batch_cams(classifier):
+    """The Grad-CAM function of `classifier`, and its outputs on a batch of 4 images."""
+    predict_with_cams = gradcam.make_predict_with_cams(classifier)
+    probabilities, cams = predict_with_cams(tf.constant(varied_images()))
+    return predict_with_cams, probabilities.numpy(), cams.numpy()
+
+
+@pytest.fixture
+def mixed_float16_policy():
+    """The GPU training policy, restored afterwards whatever happens."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    yield
+    keras.mixed_precision.set_global_policy(previous)
+
+
+def predict(model, images):
+    return model(tf.constant(images), training=False).numpy()
+
+
+# -- the classifier -----------------------------------------------------------------------
+
+
+def test_classifier_outputs_a_softmax_over_the_three_views(classifier):
+    probabilities = predict(classifier, varied_images())
+    assert probabilities.shape == (4, 3) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert probabilities.min() >= 0.0
+    # Image-dependent (see make_image_dependent).
+    assert np.abs(probabilities - probabilities.mean(axis=0)).max() > 0.05
+    backbone, head = model_lib.backbone_and_head(classifier)
+    assert backbone.name == model_lib.BACKBONE_NAME and head.name == model_lib.HEAD_NAME
+    assert tuple(backbone.output.shape[1:]) == (SIZE // 32, SIZE // 32, 1280)
+
+
+def test_output_is_float32_under_the_mixed_float16_policy(mixed_float16_policy):
+    """The softmax stays float32 (numerically safe) while the backbone computes in float16."""
+    model = model_lib.build_classifier(SIZE)
+    backbone, _ = model_lib.backbone_and_head(model)
+    assert backbone.output.dtype == "float16"
+    assert model.output.dtype == "float32"
+    probabilities = model(tf.constant(varied_images(2)), training=False)
+    assert probabilities.dtype == tf.float32
+    np.testing.assert_allclose(probabilities.numpy().sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_policy_fixture_restored_float32():
+    """Runs after the mixed-precision test in file order: nothing leaked into other tests."""
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_trainable_layers_5_fine_tunes_exactly_the_last_5_backbone_layers():
+    """The original study's recipe. BatchNorm stays in inference mode (keras.io transfer
+    learning guide): under Keras 3 that takes a non-trainable BatchNormalization layer, so
+    the two in the last 5 layers are frozen, and a training step leaves their statistics."""
+    model = model_lib.build_classifier(SIZE, trainable_layers=5)
+    backbone, head = model_lib.backbone_and_head(model)
+    assert not any(layer.trainable for layer in backbone.layers[:-5])
+    tail = backbone.layers[-5:]
+    assert [layer.name for layer in tail] == [
+        "block7a_project_conv",
+        "block7a_project_bn",
+        "top_conv",
+        "top_bn",
+        "top_activation",
+    ]
+    assert [layer.trainable for layer in tail] == [True, False, True, False, True]
+    expected = {id(w) for layer in tail for w in layer.trainable_weights}
+    expected |= {id(w) for w in head.trainable_weights}
+    assert {id(w) for w in model.trainable_weights} == expected
+    assert len(model.trainable_weights) == 2 + 4  # two conv kernels; two Dense layers
+    batchnorms = [layer for layer in tail if "bn" in layer.name]
+    before = [w.numpy().copy() for layer in batchnorms for w in layer.non_trainable_weights]
+    model(tf.constant(varied_images(2)), training=True)
+    after = [w.numpy() for layer in batchnorms for w in layer.non_trainable_weights]
+    for old, new in zip(before, after, strict=True):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_all_layers_trainable_by_default_and_batchnorm_learns(classifier):
+    """Trained from scratch, BatchNorm learns its statistics (make_image_dependent relies on
+    it: its training-mode pass moved the moving variances away from their initial 1)."""
+    backbone, _ = model_lib.backbone_and_head(classifier)
+    assert all(layer.trainable for layer in backbone.layers)
+    for name in ("stem_bn", "top_bn"):
+        variance = backbone.get_layer(name).moving_variance.numpy()
+        assert np.abs(variance - 1).max() > 1e-3, name
+
+
+# -- weights ------------------------------------------------------------------------------
+
+
+def test_weights_file_is_loaded_into_the_backbone(classifier, tmp_path):
+    """--weights=/path/to/file: e.g. ImageNet weights downloaded elsewhere."""
+    backbone, _ = model_lib.backbone_and_head(classifier)
+    path = str(tmp_path / "backbone.weights.h5")
+    backbone.save_weights(path)
+    loaded, _ = model_lib.backbone_and_head(model_lib.build_classifier(SIZE, weights=path))
+    # All of them, BatchNorm statistics included (which make_image_dependent changed).
+    saved_weights = backbone.get_weights()
+    loaded_weights = loaded.get_weights()
+    assert len(saved_weights) == len(loaded_weights)
+    for saved, restored in zip(saved_weights, loaded_weights, strict=True):
+        np.testing.assert_array_equal(saved, restored)
+
+
+def test_missing_or_broken_weights_file_is_a_clear_error(tmp_path):
+    with pytest.raises(model_lib.WeightsUnavailableError, match="--weights file not found"):
+        model_lib.build_classifier(SIZE, weights=str(tmp_path / "nowhere.weights.h5"))
+    broken = tmp_path / "broken.weights.h5"
+    broken.write_bytes(b"not an HDF5 file")
+    with pytest.raises(model_lib.WeightsUnavailableError, match="cannot load weights from"):
+        model_lib.build_classifier(SIZE, weights=str(broken))
+
+
+def _cached_imagenet_weights() -> bool:
+    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    return os.path.exists(os.path.join(keras_home, "models", "efficientnetb0_notop.h5"))
+
+
+@pytest.mark.skipif(_cached_imagenet_weights(), reason="ImageNet weights are cached locally")
+def test_unavailable_imagenet_weights_raise_a_helpful_error():
+    """No internet here: the download fails, and the error says what to do instead."""
+    with pytest.raises(model_lib.WeightsUnavailableError) as error:
+        model_lib.build_classifier(SIZE, weights="imagenet")
+    message = str(error.value)
+    assert "ImageNet weights" in message
+    assert "--weights=none" in message and "--weights=/path/to/efficientnetb0_notop.h5" in message
+
+
+# -- saved models -------------------------------------------------------------------------
+
+
+def test_save_and_load_round_trip_gives_identical_predictions(classifier, tmp_path):
+    path = str(tmp_path / "model.keras")
+    card = model_lib.ModelCard(
+        image_size=SIZE, temperature=1.7, trained_on=("brain_phantom/tiny:fold0",), recipe="none"
+    )
+    model_lib.save_model(classifier, card, path)
+    assert os.path.exists(tmp_path / "model.json")
+    loaded, loaded_card = model_lib.load_model(path)
+    assert loaded_card == card
+    images = varied_images()
+    original = predict(classifier, images)
+    assert original.max() > 0.5  # confident outputs: equality below is not trivial
+    np.testing.assert_allclose(predict(loaded, images), original, atol=1e-6)
+
+
+def test_load_model_names_what_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model not found"):
+        model_lib.load_model(str(tmp_path / "model.keras"))
+    (tmp_path / "model.keras").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"model\.json not found"):
+        model_lib.load_model(str(tmp_path / "model.keras"))
+
+
+# -- Grad-CAM -----------------------------------------------------------------------------
+
+
+def test_head_logits_are_the_heads_pre_softmax_scores(classifier):
+    backbone, head = model_lib.backbone_and_head(classifier)
+    features = backbone(tf.constant(varied_images()), training=False)
+    logits = gradcam.head_logits(head, features)
+    assert logits.dtype == tf.float32 and logits.shape == (4, 3)
+    np.testing.assert_allclose(
+        tf.nn.softmax(logits).numpy(), head(features, training=False).numpy(), atol=1e-6
+    )
+
+
+def test_batched_grad_cam_equals_per_image_grad_cam(batch_cams):
+    """Gradients are per image: a CAM does not depend on the other images of its batch."""
+    predict_with_cams, probabilities, cams = batch_cams
+    images = varied_images()
+    assert cams.shape == (4, SIZE // 32, SIZE // 32) and cams.dtype == np.float32
+    assert cams.min() >= 0.0 and cams.max() <= 1.0
+    np.testing.assert_allclose(cams.max(axis=(1, 2)), 1.0, atol=1e-6)  # each map peaks at 1
+    for i in range(len(images)):
+        single_probabilities, single_cam = predict_with_cams(tf.constant(images[i : i + 1]))
+        np.testing.assert_allclose(single_cam.numpy()[0], cams[i], atol=1e-4)
+        np.testing.assert_allclose(single_probabilities.numpy()[0], probabilities[i], atol=1e-5)
+    # The CAMs differ between images, so mixing them across the batch would show.
+    assert max(np.abs(cams[i] - cams[0]).max() for i in range(1, len(images))) > 0.1
+
+
+def test_predict_with_cams_probabilities_are_the_models(classifier, batch_cams):
+    _, probabilities, _ = batch_cams
+    np.testing.assert_allclose(probabilities, predict(classifier, varied_images()), atol=1e-5)
