@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from brainview.pipelines import metrics
+from brainview.pipelines import gradcam, metrics
 from brainview_tfds.core.features import VIEWS
 
 
@@ -35,12 +35,12 @@ class Predictions:
         return len(self.labels)
 
 
-def predict(model: keras.Model, dataset: tf.data.Dataset) -> Predictions:
-    """Runs `model` over (images, labels, metadata) batches, keeping metadata aligned."""
+def predict(model: keras.Model, dataset: tf.data.Dataset, tta: bool = False) -> Predictions:
+    """Runs `model` over (images, labels, metadata) batches, keeping metadata aligned.
 
-    @tf.function(reduce_retracing=True)
-    def forward(images: tf.Tensor) -> tf.Tensor:
-        return model(images, training=False)
+    `tta`: average over the four mirror images of each input.
+    """
+    forward = gradcam.make_predict(model, tta)
 
     columns: dict[str, list] = {
         k: [] for k in ("p", "y", "origin", "specimen", "group", "slice_index", "source_file")

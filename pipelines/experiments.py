@@ -9,6 +9,9 @@ series or slab is ever on both sides of a run.
 * cv: five runs, fold k tests, fold k+1 validates (if asked), the rest train.
 * cross: train on some origins, test on every other origin (all of it).
 * matrix: `cross` for every ordered pair of origins.
+* transfer: the generalization table. With one phantom source and real
+  sources A, B, ...: A -> B for every ordered pair, phantom -> all real
+  sources, and phantom + A -> B for every ordered pair.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import itertools
 
 from brainview_tfds.core.features import NUM_FOLDS, fold_split_name
 
-EXPERIMENTS = ("holdout", "cv", "cross", "matrix")
+EXPERIMENTS = ("holdout", "cv", "cross", "matrix", "transfer")
+PHANTOM_ORIGIN = "brain_phantom"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +117,22 @@ def matrix(sources: tuple[str, ...], validation: bool) -> list[Run]:
     return runs
 
 
+def transfer(sources: tuple[str, ...], validation: bool) -> list[Run]:
+    """Every real -> real pair, phantom -> all real, phantom + real -> other real."""
+    phantoms = [s for s in sources if origin_name(s) == PHANTOM_ORIGIN]
+    real = tuple(s for s in sources if origin_name(s) != PHANTOM_ORIGIN)
+    if len(phantoms) != 1 or len(real) < 2:
+        raise ValueError(
+            "--experiment=transfer needs one brain_phantom dataset and at least two real ones"
+        )
+    phantom = phantoms[0]
+    runs = matrix(real, validation)
+    runs.extend(cross_dataset((phantom,), real, validation))
+    for train, test in itertools.permutations(real, 2):
+        runs.extend(cross_dataset((phantom, train), (test,), validation))
+    return runs
+
+
 def make_runs(
     experiment: str,
     sources: tuple[str, ...],
@@ -133,4 +153,6 @@ def make_runs(
         if len(sources) < 2:
             raise ValueError("--experiment=matrix needs at least two --datasets")
         return matrix(sources, validation)
+    if experiment == "transfer":
+        return transfer(sources, validation)
     raise ValueError(f"unknown --experiment {experiment!r}; choose from {EXPERIMENTS}")

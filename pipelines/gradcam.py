@@ -35,17 +35,45 @@ def _float32(variable) -> tf.Tensor:
     return tf.cast(tf.convert_to_tensor(variable), tf.float32)
 
 
-def make_predict_with_cams(model: keras.Model):
-    """A tf.function images -> (probabilities (B,3), CAMs (B,h,w) in 0..1), float32."""
+def mirrored(images: tf.Tensor) -> tf.Tensor:
+    """The batch followed by its left-right, up-down and double mirror images (4B).
+
+    For the "aligned" model input (a signal beside its two mirrors), mirroring
+    the whole input tensor is exactly the input of the mirrored signal.
+    """
+    return tf.concat(
+        [images, images[:, :, ::-1], images[:, ::-1, :], images[:, ::-1, ::-1]], axis=0
+    )
+
+
+def _mean_over_mirrors(values: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_mean(tf.reshape(values, [4, -1, values.shape[-1]]), axis=0)
+
+
+def make_predict_with_cams(model: keras.Model, tta: bool = False):
+    """A tf.function images -> (probabilities (B,3), CAMs (B,h,w) in 0..1), float32.
+
+    With `tta`, probabilities are averaged over the four mirror images of
+    each input (test-time augmentation); the CAM is that of the unmirrored
+    input for the class predicted by the average.
+    """
     backbone, head = model_lib.backbone_and_head(model)
 
     @tf.function(reduce_retracing=True)
     def predict_with_cams(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        features = tf.cast(backbone(images, training=False), tf.float32)
+        count = tf.shape(images)[0]
+        batch = mirrored(images) if tta else images
+        all_features = tf.cast(backbone(batch, training=False), tf.float32)
+        features = all_features[:count]
         with tf.GradientTape() as tape:
             tape.watch(features)
             logits = head_logits(head, features)
-            predicted = tf.argmax(logits, axis=1)
+        probabilities = tf.nn.softmax(logits)
+        if tta:
+            others = tf.nn.softmax(head_logits(head, all_features[count:]))
+            probabilities = _mean_over_mirrors(tf.concat([probabilities, others], axis=0))
+        predicted = tf.argmax(probabilities, axis=1)
+        with tape:
             # Each image's score depends only on its own features, so the
             # gradient of the sum is the per-image gradient.
             score = tf.reduce_sum(tf.gather(logits, predicted, axis=1, batch_dims=1))
@@ -54,16 +82,18 @@ def make_predict_with_cams(model: keras.Model):
         cams = tf.nn.relu(tf.reduce_sum(channel_weights * features, axis=-1))
         peak = tf.reduce_max(cams, axis=(1, 2), keepdims=True)
         cams = tf.math.divide_no_nan(cams, peak)
-        return tf.nn.softmax(logits), cams
+        return probabilities, cams
 
     return predict_with_cams
 
 
-def make_predict(model: keras.Model):
-    """A tf.function images -> probabilities (B,3), for runs without CAMs."""
+def make_predict(model: keras.Model, tta: bool = False):
+    """A tf.function images -> probabilities (B,3), for runs without CAMs (`tta`: as above)."""
 
     @tf.function(reduce_retracing=True)
     def predict(images: tf.Tensor) -> tf.Tensor:
-        return tf.cast(model(images, training=False), tf.float32)
+        if not tta:
+            return tf.cast(model(images, training=False), tf.float32)
+        return _mean_over_mirrors(tf.cast(model(mirrored(images), training=False), tf.float32))
 
     return predict

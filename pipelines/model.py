@@ -129,6 +129,7 @@ class ModelCard:
     temperature: float = 1.0  # softmax temperature from calibration (1: uncalibrated)
     # Below this calibrated confidence, classify_dir reports status "uncertain".
     uncertain_below: float = 0.0
+    tta: bool = False  # classify with mirror test-time augmentation by default
     trained_on: tuple[str, ...] = ()
     recipe: str = ""
     created: str = ""

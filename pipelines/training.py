@@ -48,6 +48,7 @@ class TrainSettings:
     image_size: int = 224
     batch_size: int = 32
     epochs: int = 10
+    steps_per_epoch: int = 0  # 0: one pass over the training data
     learning_rate: float = 1e-4
     lr_schedule: str = "constant"  # or "cosine": decay to 0 over all training steps
     weights: str = "none"
@@ -62,6 +63,7 @@ class TrainSettings:
     seed: int = 0
     data_dir: str | None = None
     uncertain_below: float = 0.5
+    tta: bool = False  # evaluate (and recommend classifying) with mirror test-time augmentation
     recipe: str = ""
 
     def pipeline_config(self) -> input_pipeline.PipelineConfig:
@@ -136,7 +138,7 @@ def train_run(
     train_data, num_train = input_pipeline.training_dataset(
         run.train_sources, run.train_split, config
     )
-    steps = math.ceil(num_train / settings.batch_size)
+    steps = settings.steps_per_epoch or math.ceil(num_train / settings.batch_size)
     validation_data = None
     if run.validation_split:
         validation_data = input_pipeline.evaluation_dataset(
@@ -176,11 +178,13 @@ def train_run(
 
     temperature = 1.0
     if validation_data is not None:
-        validation = evaluation.predict(model, validation_data)
+        validation = evaluation.predict(model, validation_data, settings.tta)
         temperature = metrics.fit_temperature(validation.labels, validation.probabilities)
 
     test = evaluation.predict(
-        model, input_pipeline.evaluation_dataset(run.test_sources, run.test_split, config)
+        model,
+        input_pipeline.evaluation_dataset(run.test_sources, run.test_split, config),
+        settings.tta,
     )
     result = evaluation.report(test, temperature)
     # The same test scans, each turned by a random angle and maybe mirrored.
@@ -189,13 +193,16 @@ def train_run(
         input_pipeline.evaluation_dataset(
             run.test_sources, run.test_split, config, remount_seed=settings.seed
         ),
+        settings.tta,
     )
     result["remounted"] = evaluation.report(remounted, temperature)
     result["run"] = dataclasses.asdict(run)
     result["train_examples"] = num_train
     result["test_examples"] = len(test)
     result["train_images_per_second"] = (
-        round(num_train * epochs_run / train_seconds, 2) if epochs_run > 0 else None
+        round(steps * settings.batch_size * epochs_run / train_seconds, 2)
+        if epochs_run > 0
+        else None
     )
     result["device"] = devices.describe()
     result["precision"] = keras.mixed_precision.global_policy().name
@@ -206,6 +213,7 @@ def train_run(
         head_units=settings.head_units,
         temperature=temperature,
         uncertain_below=settings.uncertain_below,
+        tta=settings.tta,
         trained_on=tuple(f"{s}:{run.train_split}" for s in run.train_sources),
         recipe=settings.recipe,
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -237,9 +245,15 @@ def headline(result: dict) -> dict:
         "roc_auc_ovr": overall["roc_auc_ovr"],
         "ece": overall["expected_calibration_error"],
         "test_examples": overall["count"],
+        "remounted_f1_macro": result.get("remounted", {}).get("overall", {}).get("f1_macro"),
     }
-    row["by_origin_f1_macro"] = {
-        origin: values["f1_macro"] for origin, values in result["by_origin"].items()
+    row["by_origin"] = {
+        origin: {
+            "accuracy": values["accuracy"],
+            "f1_macro": values["f1_macro"],
+            "count": values["count"],
+        }
+        for origin, values in result["by_origin"].items()
     }
     return row
 
@@ -259,16 +273,30 @@ def summarize(runs: list[experiments.Run], results: dict[str, dict]) -> dict:
     return summary
 
 
+def _format_number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def format_summary(summary: dict) -> str:
-    lines = [f"{'run':40s} {'n':>6s} {'accuracy':>9s} {'macro F1':>9s} {'ECE':>7s}"]
+    """Plain-text table: one line per run and test origin."""
+    header = f"{'run':44s} {'test origin':14s} {'n':>5s} {'accuracy':>9s} {'macro F1':>9s}"
+    lines = [header + f" {'ECE':>6s} {'remounted F1':>13s}"]
     for name, row in summary["runs"].items():
         lines.append(
-            f"{name:40s} {row['test_examples']:6d} {row['accuracy']:9.3f} "
-            f"{row['f1_macro']:9.3f} {row['ece']:7.3f}"
+            f"{name:44s} {'(all)':14s} {row['test_examples']:5d} "
+            f"{_format_number(row['accuracy']):>9s} {_format_number(row['f1_macro']):>9s} "
+            f"{_format_number(row['ece']):>6s} {_format_number(row['remounted_f1_macro']):>13s}"
         )
+        if len(row["by_origin"]) > 1:
+            for origin, values in row["by_origin"].items():
+                lines.append(
+                    f"{'':44s} {origin:14s} {values['count']:5d} "
+                    f"{_format_number(values['accuracy']):>9s} "
+                    f"{_format_number(values['f1_macro']):>9s}"
+                )
     if "mean_f1_macro" in summary:
         lines.append(
-            f"{'mean (std)':40s} {'':6s} {summary['mean_accuracy']:9.3f} "
+            f"{'mean over runs (std)':44s} {'':14s} {'':5s} {summary['mean_accuracy']:9.3f} "
             f"{summary['mean_f1_macro']:9.3f}   (std F1 {summary['std_f1_macro']:.3f})"
         )
     return "\n".join(lines)

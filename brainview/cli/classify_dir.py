@@ -34,6 +34,12 @@ flags.DEFINE_string(
     "A model.keras written by bin/train (its model.json must be beside it).",
 )
 flags.DEFINE_integer("image_size", None, "Model input size (default: the size it was trained at).")
+flags.DEFINE_bool(
+    "tta",
+    None,
+    "Average each prediction over the image's four mirror images (4x the model cost; "
+    "default: as recorded for the model by bin/train).",
+)
 
 # Outputs.
 flags.DEFINE_string("cams", None, "Write Grad-CAMs to this HDF5 file.")
@@ -79,6 +85,7 @@ def main(argv: list[str]) -> int:
         commit_every=FLAGS.commit_every,
         max_decode_side=FLAGS.max_decode_side,
         include_hidden=FLAGS.include_hidden,
+        tta=FLAGS.tta,
         progress=FLAGS.progress and sys.stderr.isatty(),
     )
     try:

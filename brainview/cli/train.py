@@ -7,10 +7,12 @@ Examples:
       --output_dir=runs/matrix
 
 Experiments (all on leakage-free folds, see pipelines/experiments.py):
-  holdout  per-origin 80/20 (60/20/20 with --validation)
-  cv       5-fold cross-validation
-  cross    train on --datasets, test on every --test_datasets origin
-  matrix   cross for every ordered pair of --datasets
+  holdout   per-origin 80/20 (60/20/20 with --validation)
+  cv        5-fold cross-validation
+  cross     train on --datasets, test on every --test_datasets origin
+  matrix    cross for every ordered pair of --datasets
+  transfer  the generalization table: real -> real, phantom -> real,
+            phantom + real -> other real
 
 Rerunning the same command after an interrupt resumes where it stopped.
 """
@@ -36,7 +38,9 @@ flags.DEFINE_list(
 )
 flags.DEFINE_list("test_datasets", [], "--experiment=cross: datasets to test on.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory the datasets were built into.")
-flags.DEFINE_enum("experiment", "holdout", ["holdout", "cv", "cross", "matrix"], "What to run.")
+flags.DEFINE_enum(
+    "experiment", "holdout", ["holdout", "cv", "cross", "matrix", "transfer"], "What to run."
+)
 flags.DEFINE_bool(
     "validation", True, "Hold out one training fold to calibrate confidence and monitor training."
 )
@@ -78,6 +82,12 @@ flags.DEFINE_string(
 
 # Training.
 flags.DEFINE_integer("epochs", 10, "Training epochs.")
+flags.DEFINE_integer(
+    "steps_per_epoch",
+    0,
+    "Batches per epoch (0: one pass over the training data). A fixed number gives runs on "
+    "datasets of different sizes the same amount of training.",
+)
 flags.DEFINE_integer("batch_size", 32, "Global batch size (split across GPUs).")
 flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate (the original: 1e-4).")
 flags.DEFINE_enum(
@@ -99,6 +109,13 @@ flags.DEFINE_float(
     "uncertain_below",
     0.5,
     "Saved in the model card: classify_dir reports 'uncertain' below this calibrated confidence.",
+)
+
+flags.DEFINE_bool(
+    "tta",
+    False,
+    "Test-time augmentation: average each test prediction over its four mirror images "
+    "(also recorded as classify_dir's default for the model).",
 )
 
 # Output.
@@ -181,6 +198,7 @@ def _settings():
         image_size=FLAGS.image_size,
         batch_size=FLAGS.batch_size,
         epochs=FLAGS.epochs,
+        steps_per_epoch=FLAGS.steps_per_epoch,
         learning_rate=FLAGS.learning_rate,
         lr_schedule=FLAGS.lr_schedule,
         weights=FLAGS.weights,
@@ -195,6 +213,7 @@ def _settings():
         seed=FLAGS.seed,
         data_dir=FLAGS.data_dir,
         uncertain_below=FLAGS.uncertain_below,
+        tta=FLAGS.tta,
         recipe=FLAGS.recipe,
     )
 
