@@ -52,13 +52,14 @@ class ClassifyConfig:
     output_csv: str
     model_path: str
     cams_path: str | None = None
-    batch_size: int = 64
+    batch_size: int = 0  # 0: sized for the devices present
     image_size: int | None = None  # None: the size the model was trained at
     num_shards: int = 1
     shard_index: int = 0
     resume: bool = False
     overwrite: bool = False
     commit_every: int = 2048  # rows per durable commit (rounded up to whole batches)
+    tta: bool | None = None  # mirror test-time augmentation; None: the model card's choice
     max_decode_side: int = image_files.MAX_DECODE_SIDE
     include_hidden: bool = False
     progress: bool = True
@@ -96,16 +97,21 @@ class Predictor:
     """images -> (probabilities, CAMs or None), on one device or across replicas."""
 
     def __init__(
-        self, model, with_cams: bool, strategy: tf.distribute.Strategy, batch_size: int = 1
+        self,
+        model,
+        with_cams: bool,
+        strategy: tf.distribute.Strategy,
+        batch_size: int = 1,
+        tta: bool = False,
     ):
         self.strategy = strategy
         self.with_cams = with_cams
         self.batch_size = batch_size
         self.replicas = strategy.num_replicas_in_sync
         if with_cams:
-            self.function = gradcam.make_predict_with_cams(model)
+            self.function = gradcam.make_predict_with_cams(model, tta)
         else:
-            predict = gradcam.make_predict(model)
+            predict = gradcam.make_predict(model, tta)
             self.function = lambda images: (predict(images), tf.zeros([tf.shape(images)[0], 0, 0]))
 
     def __call__(self, images: tf.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
@@ -298,13 +304,22 @@ def classify_directory(config: ClassifyConfig) -> Summary:
     image_size = config.image_size or card.image_size
     if image_size != card.image_size:
         model, card = _rebuilt_for_size(config, strategy, image_size)
+    if not config.batch_size:
+        config = dataclasses.replace(
+            config,
+            batch_size=devices.auto_batch_size(
+                image_size, strategy.num_replicas_in_sync, training=False
+            ),
+        )
     _, head = model_lib.backbone_and_head(model)
     cam_shape = tuple(int(d) for d in head.input.shape[1:3])
     model_digest = model_lib.file_digest(config.model_path)
+    tta = card.tta if config.tta is None else config.tta
     signature = {
         "scan_dir": os.fsdecode(scan_dir),
         "model_sha256": model_digest,
         "image_size": image_size,
+        "tta": tta,
         "num_shards": config.num_shards,
         "shard_index": config.shard_index,
         "cams": bool(config.cams_path),
@@ -326,7 +341,7 @@ def classify_directory(config: ClassifyConfig) -> Summary:
 
     summary = Summary()
     total = _count_in_background(scan_dir, config)
-    predictor = Predictor(model, bool(config.cams_path), strategy, config.batch_size)
+    predictor = Predictor(model, bool(config.cams_path), strategy, config.batch_size, tta)
     dataset = _dataset(scan_dir, config, image_size, card.preprocessing, writer.rows_done)
     batches_per_commit = max(1, -(-config.commit_every // config.batch_size))
     started = time.perf_counter()
@@ -363,6 +378,7 @@ def classify_directory(config: ClassifyConfig) -> Summary:
         "model_sha256": model_digest,
         "temperature": card.temperature,
         "preprocessing": card.preprocessing,
+        "test_time_augmentation": "mean over 4 mirror images" if tta else "none",
         "cam_layer": gradcam.CAM_LAYER_NAME,
         "cam_method": "Grad-CAM of the predicted view's pre-softmax score, per image, float32",
         "scan_dir": os.fsdecode(scan_dir),

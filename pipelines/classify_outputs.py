@@ -126,8 +126,15 @@ class OutputWriter:
             if resume and os.path.exists(self.manifest_path):
                 self.already_complete = True  # nothing left to do
                 return
-            raise OutputError(f"{existing[0]} exists: pass --overwrite to replace it")
+            if not (resume and self._killed_while_starting()):
+                raise OutputError(f"{existing[0]} exists: pass --overwrite to replace it")
         self._start()
+
+    def _killed_while_starting(self) -> bool:
+        """True if the CSV holds at most its header: a run killed before its first commit."""
+        header = _csv_line(list(CSV_COLUMNS))
+        with open(self.csv_path, "rb") as file:
+            return header.startswith(file.read(len(header) + 1))
 
     # -- starting and resuming ---------------------------------------------------
 

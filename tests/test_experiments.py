@@ -109,3 +109,28 @@ def test_make_runs_refuses_empty_or_incomplete_requests():
 def test_origin_name_drops_the_config():
     assert experiments.origin_name("allen_ccfv3/200um") == "allen_ccfv3"
     assert experiments.origin_name("brainmaps") == "brainmaps"
+
+
+def test_transfer_is_the_generalization_table():
+    runs = experiments.make_runs(
+        "transfer", ("brain_phantom", "brainmaps", "allen_ccfv3/200um"), validation=True
+    )
+    pairs = {(run.train_sources, run.test_sources) for run in runs}
+    assert pairs == {
+        (("brainmaps",), ("allen_ccfv3/200um",)),
+        (("allen_ccfv3/200um",), ("brainmaps",)),
+        (("brain_phantom",), ("brainmaps", "allen_ccfv3/200um")),
+        (("brain_phantom", "brainmaps"), ("allen_ccfv3/200um",)),
+        (("brain_phantom", "allen_ccfv3/200um"), ("brainmaps",)),
+    }
+    for run in runs:  # never tested on an origin it trained on
+        trained = {experiments.origin_name(s) for s in run.train_sources}
+        assert not trained & {experiments.origin_name(s) for s in run.test_sources}
+        assert run.test_split == "all"
+
+
+def test_transfer_needs_a_phantom_and_two_real_datasets():
+    with pytest.raises(ValueError, match="one brain_phantom dataset and at least two real"):
+        experiments.make_runs("transfer", ("brainmaps", "allen_ccfv3/200um"))
+    with pytest.raises(ValueError, match="one brain_phantom dataset and at least two real"):
+        experiments.make_runs("transfer", ("brain_phantom", "brainmaps"))

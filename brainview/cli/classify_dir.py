@@ -50,7 +50,12 @@ flags.DEFINE_integer(
 )
 
 # Scale.
-flags.DEFINE_integer("batch_size", 64, "Images per batch (across all GPUs).")
+flags.DEFINE_integer(
+    "batch_size",
+    0,
+    "Images per batch across all GPUs; 0: sized for the devices present (64 on a CPU, "
+    "512 per GPU at 224 px).",
+)
 flags.DEFINE_integer("num_shards", 1, "Split the directory into this many shards...")
 flags.DEFINE_integer("shard_index", 0, "...and process this one (0-based).")
 flags.DEFINE_integer(
@@ -69,8 +74,8 @@ def main(argv: list[str]) -> int:
     scan_dir, output_csv = argv[1], argv[2]
     from brainview.pipelines import classify, classify_outputs
 
-    if FLAGS.batch_size < 1 or FLAGS.commit_every < 1 or FLAGS.num_shards < 1:
-        raise app.UsageError("--batch_size, --commit_every and --num_shards must be positive")
+    if FLAGS.batch_size < 0 or FLAGS.commit_every < 1 or FLAGS.num_shards < 1:
+        raise app.UsageError("--commit_every and --num_shards must be positive, --batch_size >= 0")
     config = classify.ClassifyConfig(
         scan_dir=scan_dir,
         output_csv=output_csv,

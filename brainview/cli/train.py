@@ -19,6 +19,7 @@ Rerunning the same command after an interrupt resumes where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -88,7 +89,12 @@ flags.DEFINE_integer(
     "Batches per epoch (0: one pass over the training data). A fixed number gives runs on "
     "datasets of different sizes the same amount of training.",
 )
-flags.DEFINE_integer("batch_size", 32, "Global batch size (split across GPUs).")
+flags.DEFINE_integer(
+    "batch_size",
+    32,
+    "Global batch size, split across GPUs; 0: sized for the devices present (32 on a CPU, "
+    "256 per GPU at 224 px, more for smaller images).",
+)
 flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate (the original: 1e-4).")
 flags.DEFINE_enum(
     "lr_schedule",
@@ -242,8 +248,16 @@ def main(argv: list[str]) -> int:
             tf.config.experimental.enable_op_determinism()
         policy = devices.set_precision(FLAGS.precision)
         strategy = devices.select_strategy()
+        if not settings.batch_size:
+            settings = dataclasses.replace(
+                settings,
+                batch_size=devices.auto_batch_size(
+                    settings.image_size, strategy.num_replicas_in_sync, training=True
+                ),
+            )
         print(
-            f"{devices.describe()}; precision {policy}; {strategy.num_replicas_in_sync} replica(s)"
+            f"{devices.describe()}; precision {policy}; "
+            f"{strategy.num_replicas_in_sync} replica(s); batch {settings.batch_size}"
         )
         results = {}
         for run in runs:
