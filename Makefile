@@ -12,6 +12,9 @@ RUNS ?= $(CURDIR)/runs
 DATA_DIR ?= $(RUNS)/tensorflow_datasets
 SHARED_DATA ?= $(abspath $(CURDIR)/../shared/data)
 PYTEST_ARGS ?=
+# Extras for development: tests and lint (dev), and the `tfds` command line
+# (tfds-cli: apache-beam, mlcroissant), so its test runs too.
+EXTRAS ?= dev,tfds-cli
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export BRAINVIEW_SHARED_DATA ?= $(SHARED_DATA)
 
@@ -22,7 +25,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip "setuptools>=70" wheel
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	touch $@
 
 # Everything, slow tier included (as CI runs it).

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from brainview.pipelines import gradcam, metrics
+from brainview.pipelines import gradcam, metrics, non_brain, preprocessing
 from brainview_tfds.core.features import VIEWS
 
 
@@ -123,3 +123,53 @@ def write_misclassified(predictions: Predictions, temperature: float, path: str)
                 ]
             )
     return len(wrong)
+
+
+# The calibrated confidence below which classify_dir says "uncertain", when
+# bin/train chooses it: this percentile of the validation sections' confidence.
+AUTO_UNCERTAIN_PERCENTILE = 5.0
+AUTO_UNCERTAIN_RANGE = (0.4, 0.95)
+
+
+def auto_uncertain_threshold(validation: Predictions, temperature: float) -> float:
+    """A threshold that keeps ~95% of real (validation) sections above it."""
+    confidence = calibrated(validation, temperature).max(axis=1)
+    threshold = float(np.percentile(confidence, AUTO_UNCERTAIN_PERCENTILE))
+    return float(np.clip(threshold, *AUTO_UNCERTAIN_RANGE))
+
+
+def non_brain_report(
+    model: keras.Model,
+    image_size: int,
+    mode: str,
+    temperature: float,
+    uncertain_below: float,
+    tta: bool = False,
+) -> dict:
+    """How classify_dir would label images that are not brain sections.
+
+    `flagged` counts those reported `blank` or `uncertain` instead of a
+    confident plane; the rest are confident mistakes.
+    """
+    images = non_brain.make_set()
+    inputs, blank = [], []
+    for image in images:
+        model_input, _, looks_blank = preprocessing.preprocess_and_check(
+            tf.constant(image), image_size, mode
+        )
+        inputs.append(model_input)
+        blank.append(bool(looks_blank))
+    probabilities = gradcam.make_predict(model, tta)(tf.stack(inputs)).numpy()
+    confidence = metrics.apply_temperature(probabilities, temperature).max(axis=1)
+    blank = np.array(blank)
+    uncertain = ~blank & (confidence < uncertain_below)
+    return {
+        "count": len(images),
+        "kinds": list(non_brain.KINDS),
+        "blank": int(blank.sum()),
+        "uncertain": int(uncertain.sum()),
+        "flagged_fraction": float((blank | uncertain).mean()),
+        "median_confidence_when_not_blank": float(np.median(confidence[~blank]))
+        if (~blank).any()
+        else None,
+    }

@@ -43,7 +43,7 @@ SIGNAL_PERCENTILE = 99.0  # this percentile of the tissue signal maps to 1
 # A section must stand out from the background by this many gray levels and
 # this many times the background's noise; otherwise the image is blank.
 MIN_CONTRAST = 2.0
-NOISE_MULTIPLE = 6.0
+NOISE_MULTIPLE = 3.0
 TISSUE_THRESHOLD = 0.12  # normalized signal above this counts as tissue
 # A row/column belongs to the tissue box when this fraction of it is tissue;
 # isolated specks and dust do not stretch the box.
@@ -90,6 +90,29 @@ def border_pixels(gray: tf.Tensor) -> tf.Tensor:
     )
 
 
+def border_noise(gray: tf.Tensor) -> tf.Tensor:
+    """Robust sigma of the pixel noise along the image border.
+
+    From differences of neighbouring pixels (MAD / sqrt 2), so slow
+    illumination gradients across a slide do not count as noise.
+    """
+    height, width = tf.shape(gray)[0], tf.shape(gray)[1]
+    ring = tf.maximum(
+        1, tf.cast(BORDER_FRACTION * tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
+    )
+    along_rows = tf.concat([gray[:ring], gray[-ring:]], axis=0)
+    along_columns = tf.concat([gray[:, :ring], gray[:, -ring:]], axis=1)
+    differences = tf.concat(
+        [
+            tf.reshape(along_rows[:, 1:] - along_rows[:, :-1], [-1]),
+            tf.reshape(along_columns[1:, :] - along_columns[:-1, :], [-1]),
+        ],
+        axis=0,
+    )
+    spread = tf.abs(differences - _percentile(differences, 50.0))
+    return 1.4826 * _percentile(spread, 50.0) / tf.sqrt(2.0)
+
+
 def normalize_section(image: tf.Tensor) -> tf.Tensor:
     """uint8 HxWx3 -> float32 HxW 'tissue signal': 0 background, ~1 dense tissue.
 
@@ -107,7 +130,6 @@ def normalize_section(image: tf.Tensor) -> tf.Tensor:
     bright_field = background > tf.reduce_mean(gray)
     polarity = tf.where(bright_field, -1.0, 1.0)
     noise_floor = _percentile(tf.maximum((border - background) * polarity, 0.0), 90.0)
-    noise_sigma = 1.4826 * _percentile(tf.abs(border - background), 50.0)  # robust (MAD)
     signal = tf.maximum((gray - background) * polarity - noise_floor, 0.0)
     flat = tf.reshape(signal, [-1])
     above_background = tf.boolean_mask(flat, flat > 0.0)
@@ -116,7 +138,7 @@ def normalize_section(image: tf.Tensor) -> tf.Tensor:
         lambda: _percentile(above_background, SIGNAL_PERCENTILE),
         lambda: tf.constant(0.0),
     )
-    has_section = scale > tf.maximum(MIN_CONTRAST, NOISE_MULTIPLE * noise_sigma)
+    has_section = scale > tf.maximum(MIN_CONTRAST, NOISE_MULTIPLE * border_noise(gray))
     signal = tf.where(has_section, tf.minimum(signal / tf.maximum(scale, 1e-6), 1.0), 0.0)
     return tf.ensure_shape(signal, [None, None])
 

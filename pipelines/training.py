@@ -62,7 +62,7 @@ class TrainSettings:
     deterministic: bool = False
     seed: int = 0
     data_dir: str | None = None
-    uncertain_below: float = 0.5
+    uncertain_below: float | None = None  # None: chosen from the validation fold
     tta: bool = False  # evaluate (and recommend classifying) with mirror test-time augmentation
     recipe: str = ""
 
@@ -82,6 +82,8 @@ class TrainSettings:
 
 
 LR_SCHEDULES = ("constant", "cosine")
+# classify_dir's "uncertain" threshold when there is no validation fold to choose it.
+DEFAULT_UNCERTAIN_BELOW = 0.5
 
 
 def _learning_rate(settings: TrainSettings, steps_per_epoch: int):
@@ -177,9 +179,14 @@ def train_run(
     epochs_run = settings.epochs - done
 
     temperature = 1.0
+    uncertain_below = settings.uncertain_below
     if validation_data is not None:
         validation = evaluation.predict(model, validation_data, settings.tta)
         temperature = metrics.fit_temperature(validation.labels, validation.probabilities)
+        if uncertain_below is None:
+            uncertain_below = evaluation.auto_uncertain_threshold(validation, temperature)
+    if uncertain_below is None:
+        uncertain_below = DEFAULT_UNCERTAIN_BELOW
 
     test = evaluation.predict(
         model,
@@ -196,6 +203,15 @@ def train_run(
         settings.tta,
     )
     result["remounted"] = evaluation.report(remounted, temperature)
+    result["uncertain_below"] = uncertain_below
+    result["non_brain"] = evaluation.non_brain_report(
+        model,
+        settings.image_size,
+        settings.preprocessing,
+        temperature,
+        uncertain_below,
+        settings.tta,
+    )
     result["run"] = dataclasses.asdict(run)
     result["train_examples"] = num_train
     result["test_examples"] = len(test)
@@ -212,7 +228,7 @@ def train_run(
         preprocessing=settings.preprocessing,
         head_units=settings.head_units,
         temperature=temperature,
-        uncertain_below=settings.uncertain_below,
+        uncertain_below=uncertain_below,
         tta=settings.tta,
         trained_on=tuple(f"{s}:{run.train_split}" for s in run.train_sources),
         recipe=settings.recipe,

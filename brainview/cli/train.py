@@ -111,10 +111,11 @@ flags.DEFINE_enum(
 flags.DEFINE_integer("seed", 0, "Seed for weights, shuffling and augmentation.")
 flags.DEFINE_bool("deterministic", False, "Reproducible data order and ops (slower).")
 flags.DEFINE_bool("cache", True, "Cache the encoded examples in memory after the first epoch.")
-flags.DEFINE_float(
+flags.DEFINE_string(
     "uncertain_below",
-    0.5,
-    "Saved in the model card: classify_dir reports 'uncertain' below this calibrated confidence.",
+    "auto",
+    "classify_dir reports 'uncertain' below this calibrated confidence (saved in the model "
+    "card); auto: the 5th percentile of the validation fold's confidence (0.5 without one).",
 )
 
 flags.DEFINE_bool(
@@ -181,6 +182,20 @@ def _check_datasets(sources: list[str], data_dir: str | None) -> None:
             )
 
 
+def _uncertain_below() -> float | None:
+    if FLAGS.uncertain_below == "auto":
+        return None
+    try:
+        value = float(FLAGS.uncertain_below)
+    except ValueError:
+        raise SetupError(
+            f"--uncertain_below must be 'auto' or a number, got {FLAGS.uncertain_below!r}"
+        ) from None
+    if not 0 <= value <= 1:
+        raise SetupError(f"--uncertain_below must be in [0, 1], got {value}")
+    return value
+
+
 def _settings():
     from brainview.pipelines import augmentation, training
 
@@ -218,7 +233,7 @@ def _settings():
         deterministic=FLAGS.deterministic,
         seed=FLAGS.seed,
         data_dir=FLAGS.data_dir,
-        uncertain_below=FLAGS.uncertain_below,
+        uncertain_below=_uncertain_below(),
         tta=FLAGS.tta,
         recipe=FLAGS.recipe,
     )

@@ -34,8 +34,11 @@ class PhantomConfig(tfds.core.BuilderConfig):
 class Builder(tfds.core.GeneratorBasedBuilder):
     """Slices of synthetic mouse brains in all three planes, grouped by specimen."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "Initial release.",
+        "1.1.0": "Less sensor noise on most specimens (closer to real scanners).",
+    }
     BUILDER_CONFIGS: ClassVar[list[PhantomConfig]] = [
         PhantomConfig(name="default", description="10 specimens of 80x48x68 voxels (~165 um)."),
         PhantomConfig(

@@ -735,10 +735,11 @@ def sample_appearance(rng: np.random.Generator) -> Appearance:
         illumination_gradient=float(rng.uniform(0.0, 0.15)),
         gradient_angle_rad=float(rng.uniform(0, 2 * math.pi)),
         vignetting=float(rng.uniform(0.0, 0.2)),
-        # Squared uniforms: mostly clean, sharp images, with a tail of poor ones.
-        noise_sigma=float(0.05 * rng.random() ** 2),
-        speckle_sigma=float(0.1 * rng.random() ** 2),
-        blotch_sigma=float(0.08 * rng.random() ** 2),
+        # Cubed uniforms: mostly clean images (real scanners add 1-3 gray levels of
+        # noise), with a tail of poor ones; training adds more noise as augmentation.
+        noise_sigma=float(0.04 * rng.random() ** 3),
+        speckle_sigma=float(0.06 * rng.random() ** 3),
+        blotch_sigma=float(0.06 * rng.random() ** 3),
         blur_sigma_px=float(2.0 * rng.random() ** 2),
         dust_rate=float(rng.choice([0.0, 0.0, 1.0, 4.0])),
     )
