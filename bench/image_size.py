@@ -1,0 +1,144 @@
+"""Benchmark 5: held-out accuracy against inference speed, per model input size.
+
+At every size the demo recipe (configs/demo.flags: from scratch, robust
+augmentation, view-balanced loss, Adam with cosine decay) is trained on the
+phantom holdout split for the same small number of epochs, then scored on
+the held-out fold and timed on in-memory batches (the classifier alone: at
+these sizes it, not decoding, bounds classify_dir — see benchmark 1).
+
+Calibration is left out: temperature scaling does not change the argmax, so
+accuracy is the same as bin/train's. Training at 512 px on a 2-core CPU takes
+hours; `--skip=image_size` leaves this benchmark out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import numpy as np
+
+from bench import common, data
+
+DEMO_FLAGFILE = os.path.join(common.REPO_ROOT, "configs", "demo.flags")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    sizes: tuple[int, ...]
+    phantom_config: str
+    epochs: int
+    batch_size: int
+
+
+def settings_for(ctx: common.Context) -> Settings:
+    if ctx.quick:
+        return Settings(sizes=(64, 96), phantom_config="tiny", epochs=1, batch_size=32)
+    return Settings(sizes=(128, 224, 320, 512), phantom_config="default", epochs=3, batch_size=32)
+
+
+def demo_flags(path: str = DEMO_FLAGFILE) -> dict[str, str]:
+    """--name=value lines of a flagfile (comments skipped)."""
+    flags = {}
+    with open(path, encoding="utf-8") as file:
+        for line in file:
+            line = line.strip()
+            if line.startswith("--") and "=" in line:
+                name, value = line[2:].split("=", 1)
+                flags[name] = value
+    return flags
+
+
+def _train_settings(flags: dict[str, str], settings: Settings, image_size: int, data_dir: str):
+    from brainview.pipelines import augmentation, training
+
+    return training.TrainSettings(
+        image_size=image_size,
+        batch_size=settings.batch_size,
+        epochs=settings.epochs,
+        learning_rate=float(flags["learning_rate"]),
+        lr_schedule=flags.get("lr_schedule", "constant"),
+        weights=flags["weights"],
+        trainable_layers=flags["trainable_layers"],
+        preprocessing=flags.get("preprocessing", "section"),
+        augmentations=augmentation.parse_augmentations(flags.get("augment", "none")),
+        balance=flags.get("balance", "none"),
+        data_dir=data_dir,
+        recipe="bench image_size",
+    )
+
+
+def _train_and_score(source: str, train, repeats: int) -> dict:
+    """Trains one size; its held-out accuracy and model-only inference rate."""
+    import keras
+    import tensorflow as tf
+
+    from brainview.pipelines import evaluation, experiments, gradcam, input_pipeline, training
+    from brainview.pipelines import model as model_lib
+
+    run = experiments.holdout((source,), validation=True)[0]
+    config = train.pipeline_config()
+    train_data, num_train = input_pipeline.training_dataset((source,), run.train_split, config)
+    steps = math.ceil(num_train / train.batch_size)
+    keras.utils.set_random_seed(train.seed)
+    model = model_lib.build_classifier(
+        train.image_size, train.weights, train.trainable_layers, train.head_units
+    )
+    training._compile(model, train, steps)
+    clock = common.batch_end_clock()
+    fit_seconds = common.seconds_of(
+        lambda: model.fit(
+            train_data,
+            epochs=train.epochs,
+            steps_per_epoch=steps,
+            shuffle=False,
+            verbose=0,
+            callbacks=[clock],
+        )
+    )
+    steady_steps = len(clock.times) - 1  # the first step (tracing) left out
+    test = evaluation.predict(
+        model, input_pipeline.evaluation_dataset((source,), run.test_split, config)
+    )
+    accuracy = float(np.mean(test.probabilities.argmax(axis=1) == test.labels))
+
+    predict = gradcam.make_predict(model)
+    images = tf.random.uniform([train.batch_size, train.image_size, train.image_size, 3], 0, 255)
+    predict(images).numpy()  # trace
+    seconds = [common.seconds_of(lambda: predict(images).numpy()) for _ in range(repeats)]
+    return {
+        "held_out_accuracy": round(accuracy, 4),
+        "test_examples": len(test),
+        "train_examples": num_train,
+        "train_steps": steps * train.epochs,
+        "train_seconds": round(fit_seconds, 1),
+        "train_images_per_second": round(
+            steady_steps * train.batch_size / (clock.times[-1] - clock.times[0]), 2
+        ),
+        "inference": common.rate(train.batch_size, seconds),
+    }
+
+
+def run(ctx: common.Context) -> dict:
+    settings = settings_for(ctx)
+    source = f"brain_phantom/{settings.phantom_config}"
+    data_dir = data.phantom_data_dir(ctx.path("tfds"), settings.phantom_config)
+    flags = demo_flags()
+    repeats = ctx.repeats(quick=3, full=5)
+    results = {}
+    for size in settings.sizes:
+        train = _train_settings(flags, settings, size, data_dir)
+        results[str(size)] = _train_and_score(source, train, repeats)
+    return {
+        "settings": {
+            **dataclasses.asdict(settings),
+            "dataset": source,
+            "recipe": f"{os.path.relpath(DEMO_FLAGFILE, common.REPO_ROOT)} with these epochs",
+            "repeats": repeats,
+            "inference": "classifier alone on one in-memory batch, median of repeats",
+            "training_rate": "steady state: the first step (tracing) left out",
+        },
+        "by_size": results,
+        "targets": [],
+    }

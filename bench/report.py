@@ -1,0 +1,252 @@
+"""The markdown tables for the README, from the benchmarks' result dictionaries.
+
+Kept apart from the measuring code so the tables can be regenerated from
+saved JSON (`python -m bench.report bench/results/summary.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+APPROACH_LABELS = {
+    "original": "original study (PIL loop -> one array -> predict)",
+    "image_dataset_from_directory": "keras image_dataset_from_directory + predict",
+    "model_only": "ceiling: classifier alone, in-memory batches",
+    "model_only_cams": "ceiling: classifier + CAMs, in-memory batches",
+    "decode_only": "ceiling: classify_dir's input pipeline alone",
+    "classify_dir": "**classify_dir**",
+    "classify_dir_cams": "**classify_dir with CAMs**",
+}
+
+
+def _number(value, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}"
+
+
+def _percent(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f} %"
+
+
+def _met(met) -> str:
+    return {True: "yes", False: "**no**", None: "n/a"}[met]
+
+
+def _table(header: list[str], rows: list[list[str]], right_from: int = 1) -> list[str]:
+    align = ["---" if i < right_from else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def classify_throughput(result: dict) -> list[str]:
+    s = result["settings"]
+    rates = result["images_per_second"]
+    reference = rates["classify_dir"]["per_second"]
+    rows = []
+    for name, label in APPROACH_LABELS.items():
+        value = rates[name]["per_second"]
+        rows.append([label, _number(value, 1), _number(reference / value if value else None)])
+    rows.append(
+        ["serial bound 1 / (1/model + 1/decode)", _number(result["serial_bound_per_second"], 1), ""]
+    )
+    title = (
+        f"### classify_dir throughput: {s['images']} scans {s['scan_side']}² "
+        f"(PNG + JPEG), model {s['image_size']} px, batch {s['batch_size']}, "
+        f"median of {s['repeats']}"
+    )
+    ratios = result["ratios"]
+    notes = [
+        "",
+        f"classify_dir / min(model-only, decode-only) = "
+        f"{_number(ratios['classify_dir / min(model_only, decode_only)'])}; "
+        f"/ serial bound = {_number(ratios['classify_dir / serial_bound'])}"
+        + _cpu_note(result)
+        + ". "
+        f"In its steady loop the model is busy "
+        f"{_percent(rates['classify_dir'].get('share_of_loop_in_predictor'))} of the time "
+        f"({_percent(rates['classify_dir_cams'].get('share_of_loop_in_predictor'))} with CAMs); "
+        "the rest is waiting for input and writing rows. Whole call, model loading and "
+        f"tracing included: {_number(rates['classify_dir']['whole_call_per_second'], 1)} img/s "
+        f"({_number(rates['classify_dir_cams']['whole_call_per_second'], 1)} with CAMs).",
+    ]
+    return [title, "", *_table(["approach", "img/s", "classify_dir is x faster"], rows), *notes]
+
+
+def memory_scaling(result: dict) -> list[str]:
+    s = result["settings"]
+    rows = []
+    for count in (str(c) for c in s["counts"]):
+        original = result["original"][count]
+        suffix = " (extrapolated)" if original.get("extrapolated") else ""
+        rows.append(
+            [
+                f"{int(count):,}",
+                _number(result["classify_dir"][count]["peak_rss_mb"], 0),
+                _number(original["peak_rss_mb"], 0) + suffix,
+            ]
+        )
+    at_512 = result["original_at_512px_extrapolated"]
+    last = s["counts"][-1]
+    title = (
+        f"### Peak memory (RSS, MB): {s['scan_side']}² PNG scans, model {s['image_size']} px, "
+        f"batch {s['batch_size']}"
+    )
+    notes = [
+        "",
+        f"Growth {s['counts'][0]:,} -> {last:,} images: "
+        + ", ".join(f"{k}: x{_number(v)}" for k, v in result["growth"].items())
+        + f". The original holds {_number(result['original_mb_per_image'], 3)} MB per image "
+        f"at {s['image_size']} px; at its own 512 px input that would be "
+        f"{_number(at_512['mb_per_image'])} MB per image, "
+        f"{_number(at_512[f'gb_for_{last}_images'], 1)} GB for {last:,} images (extrapolated).",
+    ]
+    return [title, "", *_table(["images", "classify_dir", "original"], rows), *notes]
+
+
+def _cpu_note(result: dict) -> str:
+    """CPU time per image, in results that have it (older ones do not)."""
+    cpu_ms = result.get("cpu_ms_per_image")
+    if not cpu_ms:
+        return ""
+    return (
+        f"; CPU time per image: input pipeline {_number(cpu_ms['decode_only'], 1)} ms + model "
+        f"{_number(cpu_ms['model_only'], 1)} ms, classify_dir {_number(cpu_ms['classify_dir'], 1)}"
+        f" ms (x{_number(result['ratios']['classify_dir CPU / (decode_only + model_only CPU)'])}"
+        " of the sum)"
+    )
+
+
+def training_input(result: dict) -> list[str]:
+    s = result["settings"]
+    rows = [
+        ["model.fit from TFDS (input_pipeline.training_dataset)", "tfds"],
+        ["model.fit from in-memory arrays (same batches)", "in_memory"],
+        ["input pipeline alone (no model)", "pipeline_alone"],
+    ]
+    body = [
+        [
+            label,
+            _number(result["steps_per_second"][key]["per_second"], 3),
+            _number(result["images_per_second"][key], 1),
+        ]
+        for label, key in rows
+    ]
+    title = (
+        f"### Training input: {s['dataset']} {s['split']}, model {s['image_size']} px, "
+        f"batch {s['batch_size']}, augment {s['augment']}, {s['steps']} steps, "
+        f"median of {s['repeats']}"
+    )
+    ratios = result["ratios"]
+    notes = []
+    predicted = ratios.get("predicted tfds / in_memory from CPU sharing alone")
+    if predicted is not None:
+        headroom = ratios["pipeline_alone / tfds (headroom of the input pipeline)"]
+        notes = [
+            "",
+            f"The pipeline alone runs x{_number(headroom)} faster than fit consumes it, using "
+            f"{_number(result['pipeline_cpu_seconds_per_batch'], 3)} CPU-s per batch; that CPU "
+            f"taken from the training step predicts TFDS / in-memory = {_number(predicted)} "
+            f"(measured {_number(ratios['tfds / in_memory'])}).",
+        ]
+    return [title, "", *_table(["feed", "steps/s", "img/s"], body), *notes]
+
+
+def builder(result: dict) -> list[str]:
+    s = result["settings"]
+    rates = result["slices_per_second"]
+    rows = [
+        [
+            f"allen_ccfv3 builder ({s['builder_config']})",
+            _number(rates["builder"]["per_second"], 1),
+        ],
+        ["bare loop: scale, RGB, encode PNG", _number(rates["png_encode_only"]["per_second"], 1)],
+    ]
+    shards = ", ".join(
+        f"{split} {v['shards']} x {_number(v['total_mb'], 1)} MB"
+        for split, v in result["shards"].items()
+    )
+    shape = "x".join(str(d) for d in s["shape"])
+    title = (
+        f"### Builder: {shape} uint16 volume ({result['slices']} slices), median of {s['repeats']}"
+    )
+    return [title, "", *_table(["", "slices/s"], rows), "", f"Shards written: {shards}."]
+
+
+def image_size(result: dict) -> list[str]:
+    s = result["settings"]
+    rows = [
+        [
+            size,
+            _number(r["held_out_accuracy"], 3),
+            _number(r["inference"]["per_second"], 1),
+            _number(r["train_images_per_second"], 1),
+        ]
+        for size, r in result["by_size"].items()
+    ]
+    title = (
+        f"### Image size: demo recipe, {s['dataset']}, {s['epochs']} epoch(s), "
+        f"batch {s['batch_size']}; inference median of {s['repeats']}"
+    )
+    return [
+        title,
+        "",
+        *_table(["input px", "held-out accuracy", "inference img/s", "training img/s"], rows),
+    ]
+
+
+SECTIONS = {
+    "classify_throughput": classify_throughput,
+    "memory_scaling": memory_scaling,
+    "training_input": training_input,
+    "builder": builder,
+    "image_size": image_size,
+}
+
+
+def targets(summary: dict) -> list[str]:
+    rows = []
+    for name, result in summary["results"].items():
+        for goal in result.get("targets", []):
+            rows.append(
+                [
+                    name,
+                    goal["name"],
+                    _number(goal["value"], 3),
+                    f"{goal['comparison']} {goal['threshold']}",
+                    _met(goal["met"]),
+                ]
+            )
+    return ["### Targets", "", *_table(["benchmark", "target", "value", "goal", "met"], rows, 2)]
+
+
+def markdown(summary: dict) -> str:
+    m = summary["machine"]
+    load = "/".join(str(v) for v in m["load_average_at_start"])
+    lines = [
+        f"Benchmarks ({summary['mode']} mode, `{summary['command']}`), {m['date']}, git {m['git']}: "
+        f"{m['cpu']}, {m['cpu_count']} cores, {m['memory_gib']} GiB, {m['gpus']} GPU; "
+        f"TensorFlow {m['tensorflow']}, Keras {m['keras']}. Load average at start {load} "
+        f"(a shared machine: compare ratios, not absolute rates). "
+        "Medians of repeats (counts in each heading), approaches measured side by side.",
+        "",
+    ]
+    for name, result in summary["results"].items():
+        if "error" in result:
+            last_line = [line for line in result["error"].splitlines() if line.strip()][-1]
+            lines += [f"### {name}: failed", "", "    " + last_line.strip(), ""]
+        else:
+            lines += [*SECTIONS[name](result), ""]
+    for name, reason in summary.get("skipped", {}).items():
+        lines += [f"### {name}: skipped ({reason})", ""]
+    lines += targets(summary)
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1], encoding="utf-8") as file:
+        print(markdown(json.load(file)), end="")
