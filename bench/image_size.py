@@ -51,20 +51,22 @@ def demo_flags(path: str = DEMO_FLAGFILE) -> dict[str, str]:
 
 
 def _train_settings(flags: dict[str, str], settings: Settings, image_size: int, data_dir: str):
-    from brainview.pipelines import augmentation, training
+    from brainview.pipelines import augmentation, input_pipeline, training
 
     return training.TrainSettings(
-        image_size=image_size,
-        batch_size=settings.batch_size,
+        pipeline=input_pipeline.PipelineConfig(
+            image_size=image_size,
+            batch_size=settings.batch_size,
+            preprocessing=flags.get("preprocessing", "section"),
+            augmentations=augmentation.parse_augmentations(flags.get("augment", "none")),
+            balance=flags.get("balance", "none"),
+            data_dir=data_dir,
+        ),
         epochs=settings.epochs,
         learning_rate=float(flags["learning_rate"]),
         lr_schedule=flags.get("lr_schedule", "constant"),
         weights=flags["weights"],
         trainable_layers=flags["trainable_layers"],
-        preprocessing=flags.get("preprocessing", "section"),
-        augmentations=augmentation.parse_augmentations(flags.get("augment", "none")),
-        balance=flags.get("balance", "none"),
-        data_dir=data_dir,
         recipe="bench image_size",
     )
 
@@ -78,12 +80,12 @@ def _train_and_score(source: str, train, repeats: int) -> dict:
     from brainview.pipelines import model as model_lib
 
     run = experiments.holdout((source,), validation=True)[0]
-    config = train.pipeline_config()
+    config = train.pipeline
     train_data, num_train = input_pipeline.training_dataset((source,), run.train_split, config)
-    steps = math.ceil(num_train / train.batch_size)
-    keras.utils.set_random_seed(train.seed)
+    steps = math.ceil(num_train / config.batch_size)
+    keras.utils.set_random_seed(config.seed)
     model = model_lib.build_classifier(
-        train.image_size, train.weights, train.trainable_layers, train.head_units
+        config.image_size, train.weights, train.trainable_layers, train.head_units
     )
     training._compile(model, train, steps)
     clock = common.batch_end_clock()
@@ -104,7 +106,7 @@ def _train_and_score(source: str, train, repeats: int) -> dict:
     accuracy = float(np.mean(test.probabilities.argmax(axis=1) == test.labels))
 
     predict = gradcam.make_predict(model)
-    images = tf.random.uniform([train.batch_size, train.image_size, train.image_size, 3], 0, 255)
+    images = tf.random.uniform([config.batch_size, config.image_size, config.image_size, 3], 0, 255)
     predict(images).numpy()  # trace
     seconds = [common.seconds_of(lambda: predict(images).numpy()) for _ in range(repeats)]
     return {
@@ -114,9 +116,9 @@ def _train_and_score(source: str, train, repeats: int) -> dict:
         "train_steps": steps * train.epochs,
         "train_seconds": round(fit_seconds, 1),
         "train_images_per_second": round(
-            steady_steps * train.batch_size / (clock.times[-1] - clock.times[0]), 2
+            steady_steps * config.batch_size / (clock.times[-1] - clock.times[0]), 2
         ),
-        "inference": common.rate(train.batch_size, seconds),
+        "inference": common.rate(config.batch_size, seconds),
     }
 
 

@@ -45,8 +45,9 @@ from brainview.pipelines import (
 class TrainSettings:
     """Everything that shapes a run besides its data (the effective flags)."""
 
-    image_size: int = 224
-    batch_size: int = 32
+    pipeline: input_pipeline.PipelineConfig = dataclasses.field(
+        default_factory=input_pipeline.PipelineConfig
+    )
     epochs: int = 10
     steps_per_epoch: int = 0  # 0: one pass over the training data
     learning_rate: float = 1e-4
@@ -54,31 +55,9 @@ class TrainSettings:
     weights: str = "none"
     trainable_layers: str = "all"
     head_units: int = 128
-    preprocessing: str = "section"
-    augmentations: tuple[str, ...] = ()
-    dark_filter: bool = True
-    balance: str = "none"
-    cache: bool = True
-    deterministic: bool = False
-    seed: int = 0
-    data_dir: str | None = None
     uncertain_below: float | None = None  # None: chosen from the validation fold
     tta: bool = False  # evaluate (and recommend classifying) with mirror test-time augmentation
     recipe: str = ""
-
-    def pipeline_config(self) -> input_pipeline.PipelineConfig:
-        return input_pipeline.PipelineConfig(
-            image_size=self.image_size,
-            batch_size=self.batch_size,
-            preprocessing=self.preprocessing,
-            augmentations=self.augmentations,
-            dark_filter=self.dark_filter,
-            balance=self.balance,
-            cache=self.cache,
-            deterministic=self.deterministic,
-            seed=self.seed,
-            data_dir=self.data_dir,
-        )
 
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -134,13 +113,13 @@ def train_run(
         with open(metrics_path, encoding="utf-8") as file:
             return json.load(file)
     os.makedirs(run_dir, exist_ok=True)
-    keras.utils.set_random_seed(settings.seed)
-    config = settings.pipeline_config()
+    config = settings.pipeline
+    keras.utils.set_random_seed(config.seed)
 
     train_data, num_train = input_pipeline.training_dataset(
         run.train_sources, run.train_split, config
     )
-    steps = settings.steps_per_epoch or math.ceil(num_train / settings.batch_size)
+    steps = settings.steps_per_epoch or math.ceil(num_train / config.batch_size)
     validation_data = None
     if run.validation_split:
         validation_data = input_pipeline.evaluation_dataset(
@@ -149,7 +128,7 @@ def train_run(
 
     with strategy.scope():
         model = model_lib.build_classifier(
-            settings.image_size, settings.weights, settings.trainable_layers, settings.head_units
+            config.image_size, settings.weights, settings.trainable_layers, settings.head_units
         )
         _compile(model, settings, steps)
 
@@ -198,7 +177,7 @@ def train_run(
     remounted = evaluation.predict(
         model,
         input_pipeline.evaluation_dataset(
-            run.test_sources, run.test_split, config, remount_seed=settings.seed
+            run.test_sources, run.test_split, config, remount_seed=config.seed
         ),
         settings.tta,
     )
@@ -206,8 +185,8 @@ def train_run(
     result["uncertain_below"] = uncertain_below
     result["non_brain"] = evaluation.non_brain_report(
         model,
-        settings.image_size,
-        settings.preprocessing,
+        config.image_size,
+        config.preprocessing,
         temperature,
         uncertain_below,
         settings.tta,
@@ -216,16 +195,14 @@ def train_run(
     result["train_examples"] = num_train
     result["test_examples"] = len(test)
     result["train_images_per_second"] = (
-        round(steps * settings.batch_size * epochs_run / train_seconds, 2)
-        if epochs_run > 0
-        else None
+        round(steps * config.batch_size * epochs_run / train_seconds, 2) if epochs_run > 0 else None
     )
     result["device"] = devices.describe()
     result["precision"] = keras.mixed_precision.global_policy().name
 
     card = model_lib.ModelCard(
-        image_size=settings.image_size,
-        preprocessing=settings.preprocessing,
+        image_size=config.image_size,
+        preprocessing=config.preprocessing,
         head_units=settings.head_units,
         temperature=temperature,
         uncertain_below=uncertain_below,

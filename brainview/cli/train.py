@@ -197,7 +197,7 @@ def _uncertain_below() -> float | None:
 
 
 def _settings():
-    from brainview.pipelines import augmentation, training
+    from brainview.pipelines import augmentation, input_pipeline, training
 
     if FLAGS.trainable_layers != "all" and not FLAGS.trainable_layers.isdigit():
         raise SetupError(
@@ -216,8 +216,18 @@ def _settings():
     except ValueError as error:
         raise SetupError(f"--augment: {error}") from None
     return training.TrainSettings(
-        image_size=FLAGS.image_size,
-        batch_size=FLAGS.batch_size,
+        pipeline=input_pipeline.PipelineConfig(
+            image_size=FLAGS.image_size,
+            batch_size=FLAGS.batch_size,
+            preprocessing=FLAGS.preprocessing,
+            augmentations=augmentations,
+            dark_filter=FLAGS.dark_filter,
+            balance=FLAGS.balance,
+            cache=FLAGS.cache,
+            deterministic=FLAGS.deterministic,
+            seed=FLAGS.seed,
+            data_dir=FLAGS.data_dir,
+        ),
         epochs=FLAGS.epochs,
         steps_per_epoch=FLAGS.steps_per_epoch,
         learning_rate=FLAGS.learning_rate,
@@ -225,14 +235,6 @@ def _settings():
         weights=FLAGS.weights,
         trainable_layers=FLAGS.trainable_layers,
         head_units=FLAGS.head_units,
-        preprocessing=FLAGS.preprocessing,
-        augmentations=augmentations,
-        dark_filter=FLAGS.dark_filter,
-        balance=FLAGS.balance,
-        cache=FLAGS.cache,
-        deterministic=FLAGS.deterministic,
-        seed=FLAGS.seed,
-        data_dir=FLAGS.data_dir,
         uncertain_below=_uncertain_below(),
         tta=FLAGS.tta,
         recipe=FLAGS.recipe,
@@ -263,16 +265,16 @@ def main(argv: list[str]) -> int:
             tf.config.experimental.enable_op_determinism()
         policy = devices.set_precision(FLAGS.precision)
         strategy = devices.select_strategy()
-        if not settings.batch_size:
+        if not settings.pipeline.batch_size:
+            batch_size = devices.auto_batch_size(
+                settings.pipeline.image_size, strategy.num_replicas_in_sync, training=True
+            )
             settings = dataclasses.replace(
-                settings,
-                batch_size=devices.auto_batch_size(
-                    settings.image_size, strategy.num_replicas_in_sync, training=True
-                ),
+                settings, pipeline=dataclasses.replace(settings.pipeline, batch_size=batch_size)
             )
         print(
             f"{devices.describe()}; precision {policy}; "
-            f"{strategy.num_replicas_in_sync} replica(s); batch {settings.batch_size}"
+            f"{strategy.num_replicas_in_sync} replica(s); batch {settings.pipeline.batch_size}"
         )
         results = {}
         for run in runs:
