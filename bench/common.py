@@ -30,6 +30,7 @@ class Context:
     quick: bool
     work_dir: str  # generated data; a temporary folder, deleted afterwards
     repeats_override: int | None = None  # --repeats, for every benchmark
+    image_sizes: tuple[int, ...] | None = None  # --image_sizes, for the image_size benchmark
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.work_dir, *parts)

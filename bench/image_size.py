@@ -34,8 +34,15 @@ class Settings:
 
 def settings_for(ctx: common.Context) -> Settings:
     if ctx.quick:
-        return Settings(sizes=(64, 96), phantom_config="tiny", epochs=1, batch_size=32)
-    return Settings(sizes=(128, 224, 320, 512), phantom_config="default", epochs=3, batch_size=32)
+        return Settings(
+            sizes=ctx.image_sizes or (64, 96), phantom_config="tiny", epochs=1, batch_size=32
+        )
+    return Settings(
+        sizes=ctx.image_sizes or (128, 224, 320, 512),
+        phantom_config="default",
+        epochs=3,
+        batch_size=32,
+    )
 
 
 def demo_flags(path: str = DEMO_FLAGFILE) -> dict[str, str]:

@@ -59,6 +59,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="Repeats for every benchmark (default: each its own, see the JSON).",
     )
+    parser.add_argument(
+        "--image_sizes",
+        type=lambda v: tuple(int(x) for x in v.split(",")),
+        default=None,
+        help="Sizes for the image_size benchmark (default: 128,224,320,512; quick: 64,96).",
+    )
     parser.add_argument("--results_dir", default=None, help="Where the JSON and the table go.")
     parser.add_argument("--work_dir", default=None, help="Generated data (default: a temp dir).")
     parser.add_argument("--keep_data", action="store_true", help="Keep the generated data.")
@@ -90,7 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     skipped = {n: SKIP_NOTES.get(n, "--skip") for n in BENCHMARKS if n in args.skip}
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="brainview_bench_")
     os.makedirs(work_dir, exist_ok=True)
-    ctx = common.Context(quick=args.quick, work_dir=work_dir, repeats_override=args.repeats)
+    ctx = common.Context(
+        quick=args.quick,
+        work_dir=work_dir,
+        repeats_override=args.repeats,
+        image_sizes=args.image_sizes,
+    )
     import tensorflow as tf
     import tensorflow_datasets as tfds
 

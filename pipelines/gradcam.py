@@ -38,7 +38,7 @@ def _float32(variable) -> tf.Tensor:
 def mirrored(images: tf.Tensor) -> tf.Tensor:
     """The batch followed by its left-right, up-down and double mirror images (4B).
 
-    For the "aligned" model input (a signal beside its two mirrors), mirroring
+    For the "aligned" model input (a signal and its asymmetry maps), mirroring
     the whole input tensor is exactly the input of the mirrored signal.
     """
     return tf.concat(

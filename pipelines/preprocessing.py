@@ -297,16 +297,21 @@ def align(signal: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 def to_model_input(signal: tf.Tensor, mode: str = "section") -> tf.Tensor:
     """Framed signal SxS in 0..1 -> SxSx3 float32 on 0..255 (what EfficientNet expects).
 
-    "section": the signal in all three channels. "aligned": the signal, its
-    left-right mirror and its up-down mirror. Coronal and horizontal sections
-    are cut across the brain's plane of symmetry and sagittal ones along it,
-    so whether a section equals one of its mirror images is the plane's
-    defining property; side by side in the channels, the first convolution
-    can compare them pixel by pixel instead of the network having to learn
-    symmetry across its whole receptive field.
+    "section": the signal in all three channels. "aligned": the signal and its
+    asymmetry maps |s - mirror(s)| across the vertical and the horizontal
+    axis. Coronal and horizontal sections are cut across the brain's plane of
+    symmetry and sagittal ones along it, so whether a section equals one of
+    its mirror images is the plane's defining property; the asymmetry maps
+    hand it to the network directly (a symmetric section has a dark map)
+    instead of leaving it to be learned across the whole receptive field.
+    Mirroring this input tensor is exactly the input of the mirrored section.
     """
     if mode == "aligned":
-        channels = [signal, signal[:, ::-1], signal[::-1, :]]
+        channels = [
+            signal,
+            tf.abs(signal - signal[:, ::-1]),
+            tf.abs(signal - signal[::-1, :]),
+        ]
     else:
         channels = [signal, signal, signal]
     return tf.stack(channels, axis=-1) * 255.0

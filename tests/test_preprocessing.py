@@ -271,3 +271,25 @@ def test_a_noisy_empty_slide_is_blank():
     assert float(tf.reduce_max(signal)) == 0.0
     _, _, blank = preprocessing.preprocess_and_check(tf.constant(noisy), 64)
     assert bool(blank)
+
+
+def test_aligned_input_carries_the_asymmetry_maps():
+    """Channel 1 is |s - mirror_lr(s)|, channel 2 |s - mirror_ud(s)|: dark for a section
+    symmetric about that axis, bright for an asymmetric one."""
+    yy, xx = np.mgrid[0:120, 0:200]
+    ellipse = ((xx - 100) / 80.0) ** 2 + ((yy - 60) / 40.0) ** 2 < 1
+    symmetric = np.where(ellipse, 200, 20).astype(np.uint8)
+    lopsided = symmetric.copy()
+    lopsided[(xx > 130) & ellipse] = 90  # one end darker: no left-right symmetry
+    for image, left_right_symmetric in ((symmetric, True), (lopsided, False)):
+        rgb = np.repeat(image[..., None], 3, axis=2)
+        model_input, _ = preprocessing.preprocess(tf.constant(rgb), 64, "aligned")
+        channels = model_input.numpy() / 255.0
+        lr_asymmetry = channels[..., 1].mean() / max(channels[..., 0].mean(), 1e-6)
+        assert (lr_asymmetry < 0.05) == left_right_symmetric, lr_asymmetry
+        assert np.allclose(
+            channels[..., 1], np.abs(channels[..., 0] - channels[:, ::-1, 0]), atol=1e-4
+        )
+        assert np.allclose(
+            channels[..., 2], np.abs(channels[..., 0] - channels[::-1, :, 0]), atol=1e-4
+        )
