@@ -50,12 +50,21 @@ def _mean_over_mirrors(values: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.reshape(values, [4, -1, values.shape[-1]]), axis=0)
 
 
+def _unmirrored_mean(maps: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
+    """The mean of the four mirrors' maps (4B, h, w), each flipped back onto the
+    unmirrored image first, so the map explains the averaged prediction."""
+    original, left_right, up_down, both = (maps[i * count : (i + 1) * count] for i in range(4))
+    return (original + left_right[:, :, ::-1] + up_down[:, ::-1, :] + both[:, ::-1, ::-1]) / 4.0
+
+
 def make_predict_with_cams(model: keras.Model, tta: bool = False):
     """A tf.function images -> (probabilities (B,3), CAMs (B,h,w) in 0..1), float32.
 
     With `tta`, probabilities are averaged over the four mirror images of
-    each input (test-time augmentation); the CAM is that of the unmirrored
-    input for the class predicted by the average.
+    each input (test-time augmentation) and the CAM explains that average: the
+    four mirrors' Grad-CAM maps for the class it predicts, each flipped back onto
+    the unmirrored image, are averaged before the ReLU. A map is all zero when no
+    region supports the predicted class (rare; it happens).
     """
     backbone, head = model_lib.backbone_and_head(model)
 
@@ -63,23 +72,26 @@ def make_predict_with_cams(model: keras.Model, tta: bool = False):
     def predict_with_cams(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         count = tf.shape(images)[0]
         batch = mirrored(images) if tta else images
-        all_features = tf.cast(backbone(batch, training=False), tf.float32)
-        features = all_features[:count]
+        features = tf.cast(backbone(batch, training=False), tf.float32)
         with tf.GradientTape() as tape:
             tape.watch(features)
             logits = head_logits(head, features)
         probabilities = tf.nn.softmax(logits)
         if tta:
-            others = tf.nn.softmax(head_logits(head, all_features[count:]))
-            probabilities = _mean_over_mirrors(tf.concat([probabilities, others], axis=0))
+            probabilities = _mean_over_mirrors(probabilities)
         predicted = tf.argmax(probabilities, axis=1)
+        if tta:
+            predicted = tf.tile(predicted, [4])
         with tape:
             # Each image's score depends only on its own features, so the
             # gradient of the sum is the per-image gradient.
             score = tf.reduce_sum(tf.gather(logits, predicted, axis=1, batch_dims=1))
         gradients = tape.gradient(score, features)  # (B, h, w, C)
         channel_weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
-        cams = tf.nn.relu(tf.reduce_sum(channel_weights * features, axis=-1))
+        maps = tf.reduce_sum(channel_weights * features, axis=-1)
+        if tta:
+            maps = _unmirrored_mean(maps, count)
+        cams = tf.nn.relu(maps)
         peak = tf.reduce_max(cams, axis=(1, 2), keepdims=True)
         cams = tf.math.divide_no_nan(cams, peak)
         return probabilities, cams

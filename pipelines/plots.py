@@ -32,6 +32,15 @@ def plot_confusion_matrix(confusion: list[list[int]], title: str, path: str) -> 
     plt.close(figure)
 
 
+def _as_float(text: str | None) -> float:
+    """A CSVLogger cell as a number; its "NA" (an epoch without that metric, e.g.
+    the epoch a run was resumed in) and empty cells become NaN, a gap in the line."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def plot_training_curves(history_csv: str, path: str) -> None:
     """Loss and accuracy per epoch (training and, if present, validation)."""
     with open(history_csv, newline="", encoding="utf-8") as file:
@@ -43,8 +52,9 @@ def plot_training_curves(history_csv: str, path: str) -> None:
     for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for prefix, style in (("", "-"), ("val_", "--")):
             key = prefix + metric
-            if key in rows[0] and rows[0][key] != "":
-                axis.plot(epochs, [float(row[key]) for row in rows], style, label=key)
+            values = [_as_float(row.get(key)) for row in rows]
+            if any(np.isfinite(values)):
+                axis.plot(epochs, values, style, label=key)
         axis.set_xlabel("epoch")
         axis.set_title(metric)
         axis.legend()

@@ -238,3 +238,19 @@ def test_batched_grad_cam_equals_per_image_grad_cam(batch_cams):
 def test_predict_with_cams_probabilities_are_the_models(classifier, batch_cams):
     _, probabilities, _ = batch_cams
     np.testing.assert_allclose(probabilities, predict(classifier, varied_images()), atol=1e-5)
+
+
+def test_tta_cam_explains_the_mirror_averaged_prediction(classifier):
+    """With test-time augmentation the probabilities are the mean over the four mirrors, and
+    the CAM is built from all four: so the CAM of a mirrored scan is the mirrored CAM of the
+    scan (the unmirrored image's own map alone would not be)."""
+    predict_with_cams = gradcam.make_predict_with_cams(classifier, tta=True)
+    images = varied_images()
+    probabilities, cams = (t.numpy() for t in predict_with_cams(tf.constant(images)))
+    mirrors = [images, images[:, :, ::-1], images[:, ::-1], images[:, ::-1, ::-1]]
+    expected = np.mean([predict(classifier, np.ascontiguousarray(m)) for m in mirrors], axis=0)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    flipped_probabilities, flipped_cams = predict_with_cams(tf.constant(images[:, :, ::-1]))
+    np.testing.assert_allclose(flipped_probabilities.numpy(), probabilities, atol=1e-5)
+    np.testing.assert_allclose(flipped_cams.numpy(), cams[:, :, ::-1], atol=1e-4)
+    assert np.all(np.isin(cams.max(axis=(1, 2)).round(5), [0.0, 1.0]))
