@@ -56,8 +56,9 @@ datasets: install
 	  --allen_ccfv3_dir=$(SHARED_DATA)/allen_ccfv3_200um \
 	  --brainmaps_dir=$(SHARED_DATA)/brainmaps
 
-# Train on the real atlases (see configs/); FLAGFILE picks the experiment.
-FLAGFILE ?= configs/real_atlases.flags
+# Train the default (robust) recipe on the phantom and the real atlases (make datasets
+# first); FLAGFILE picks another recipe or experiment (see configs/).
+FLAGFILE ?= configs/robust.flags
 train: install
 	$(BIN)/brainview-train --flagfile=$(FLAGFILE) --data_dir=$(DATA_DIR)
 

@@ -49,13 +49,21 @@ def signal_of(image=IMAGE):
 def test_recipes_expand_to_their_augmentations():
     assert augmentation.parse_augmentations("none") == ()
     assert augmentation.parse_augmentations("") == ()
-    assert augmentation.parse_augmentations("robust") == augmentation.AUGMENTATIONS
+    assert augmentation.parse_augmentations("all") == augmentation.AUGMENTATIONS
+    assert augmentation.parse_augmentations("robust") == ("polarity", "stain", "flip", "tone")
+    assert augmentation.parse_augmentations("appearance+degrade") == (
+        "polarity",
+        "stain",
+        "resolution",
+        "tone",
+        "blur_noise",
+    )
     assert augmentation.parse_augmentations("geometry") == ("rotate", "flip", "zoom")
 
 
 def test_minus_drops_and_plus_adds_augmentations():
     """'-name' ablates from a recipe, '+name' adds; the result is in canonical order."""
-    assert augmentation.parse_augmentations("robust-partial-tone") == (
+    assert augmentation.parse_augmentations("all-partial-tone") == (
         "polarity",
         "stain",
         "rotate",
@@ -66,7 +74,7 @@ def test_minus_drops_and_plus_adds_augmentations():
     )
     assert augmentation.parse_augmentations("geometry+tone-zoom") == ("rotate", "flip", "tone")
     assert augmentation.parse_augmentations("none+rotate") == ("rotate",)
-    assert augmentation.parse_augmentations("robust-geometry") == (
+    assert augmentation.parse_augmentations("all-geometry") == (
         "polarity",
         "stain",
         "partial",
@@ -76,7 +84,7 @@ def test_minus_drops_and_plus_adds_augmentations():
     )
     # Commas add, spaces are ignored, order and repeats do not matter.
     assert augmentation.parse_augmentations("flip, rotate,flip") == ("rotate", "flip")
-    assert augmentation.parse_augmentations(" robust - tone ") == tuple(
+    assert augmentation.parse_augmentations(" all - tone ") == tuple(
         name for name in augmentation.AUGMENTATIONS if name != "tone"
     )
 

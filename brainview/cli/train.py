@@ -14,6 +14,10 @@ Experiments (all on leakage-free folds, see pipelines/experiments.py):
   transfer  the generalization table: real -> real, phantom -> real,
             phantom + real -> other real
 
+Without a flagfile the flags default to the robust recipe (configs/robust.flags:
+aligned sections, its augmentation, origin x view balancing, cosine decay, mirror
+TTA) with the original's initialization (ImageNet weights, last 5 layers
+trained, Adam 1e-4); configs/original_study.flags sets every original value.
 Rerunning the same command after an interrupt resumes where it stopped.
 """
 
@@ -50,7 +54,7 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_enum(
     "balance",
-    "none",
+    "origin_view",
     ["none", "view", "origin_view"],
     "Weight the loss so every view (or every origin x view) counts equally.",
 )
@@ -68,7 +72,7 @@ flags.DEFINE_integer("head_units", 128, "Units of the Dense(relu) layer of the h
 flags.DEFINE_integer("image_size", 224, "Model input side in pixels (the original used 512).")
 flags.DEFINE_enum(
     "preprocessing",
-    "section",
+    "aligned",
     ["aligned", "section", "plain"],
     "section: gray, polarity- and background-normalized, framed on the tissue; "
     "aligned: section, rotated onto the tissue's principal axis; "
@@ -76,9 +80,10 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_string(
     "augment",
-    "none",
-    "Training augmentation: a recipe (none, robust, geometry), names joined by '+', "
-    "or a recipe minus names, e.g. robust-tone-partial.",
+    "robust",
+    "Training augmentation: a recipe (none, robust, all, geometry, appearance, degrade; "
+    "see pipelines/augmentation.py), names joined by '+', or a recipe minus names, "
+    "e.g. all-rotate-partial.",
 )
 
 # Training.
@@ -98,7 +103,7 @@ flags.DEFINE_integer(
 flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate (the original: 1e-4).")
 flags.DEFINE_enum(
     "lr_schedule",
-    "constant",
+    "cosine",
     ["constant", "cosine"],
     "constant (the original), or cosine decay to 0 over the whole run.",
 )
@@ -120,7 +125,7 @@ flags.DEFINE_string(
 
 flags.DEFINE_bool(
     "tta",
-    False,
+    True,
     "Test-time augmentation: average each test prediction over its four mirror images "
     "(also recorded as classify_dir's default for the model).",
 )
