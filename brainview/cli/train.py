@@ -69,7 +69,13 @@ flags.DEFINE_string(
     "trainable_layers", "5", "Backbone layers to train: 'all', or N last layers (original: 5)."
 )
 flags.DEFINE_integer("head_units", 128, "Units of the Dense(relu) layer of the head.")
-flags.DEFINE_integer("image_size", 224, "Model input side in pixels (the original used 512).")
+flags.DEFINE_integer(
+    "image_size",
+    128,
+    "Model input side in pixels (the original used 512). 128: as accurate across datasets as "
+    "larger inputs in our measurements (README, Results), more robust to remounting than 64, "
+    "a third of the computation of 224.",
+)
 flags.DEFINE_enum(
     "preprocessing",
     "aligned",
