@@ -22,7 +22,7 @@ setup(
     description="Coronal / horizontal / sagittal classification of mouse brain sections, with CAMs.",
     long_description=README,
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=[
         "brainview",
         "brainview.cli",
