@@ -1,13 +1,12 @@
 """brainview: which plane does a mouse brain section image show?
 
 Packages installed:
-  brainview            the binaries (brainview.cli.*) and package metadata
-  brainview.pipelines  the repo's pipelines/ folder (tf.data, model, training, classify)
-  brainview_tfds       the TFDS dataset builders (`import brainview_tfds` registers them)
+  brainview       the repository's pipelines/ folder: tf.data, model, training,
+                  classify_dir, CAMs, and the binaries (brainview.cli.*)
+  brainview_tfds  the TFDS dataset builders (`import brainview_tfds` registers them)
 
-`pipelines/` is installed under the `brainview.` namespace rather than as a
-top-level `pipelines` module: that name is generic enough to collide with
-other projects in the same environment.
+The one package mapping: `import brainview.X` is the file pipelines/X.py
+(a top-level module named `pipelines` would collide with other projects).
 """
 
 import pathlib
@@ -26,7 +25,6 @@ setup(
     packages=[
         "brainview",
         "brainview.cli",
-        "brainview.pipelines",
         "brainview_tfds",
         "brainview_tfds.core",
         "brainview_tfds.allen_ccfv3",
@@ -34,7 +32,7 @@ setup(
         "brainview_tfds.brainmaps",
         "brainview_tfds.brain_phantom",
     ],
-    package_dir={"brainview.pipelines": "pipelines"},
+    package_dir={"brainview": "pipelines"},
     package_data={
         "brainview_tfds.allen_ccfv3": ["checksums.tsv", "README.md", "CITATIONS.bib"],
         "brainview_tfds.allen_nissl": ["checksums.tsv", "README.md", "CITATIONS.bib"],

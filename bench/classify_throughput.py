@@ -82,7 +82,7 @@ def _batch_clock() -> Iterator[list[tuple[float, float, float, int]]]:
     """
     import tensorflow as tf
 
-    from brainview.pipelines import classify
+    from brainview import classify
 
     original = classify.Predictor
     clock: list[tuple[float, float, float, int]] = []
@@ -111,7 +111,7 @@ def _classify_dir(
     ctx: common.Context, scan_dir: str, model_path: str, cams: bool, batch: int
 ) -> dict:
     """One in-process classify_directory run: steady seconds and images, wall, loop profile."""
-    from brainview.pipelines import classify
+    from brainview import classify
 
     out_dir = ctx.path("classify_out")
     os.makedirs(out_dir, exist_ok=True)
@@ -140,7 +140,7 @@ def _classify_dir(
 
 def _decode_only(scan_dir: str, image_size: int, batch: int, mode: str) -> dict:
     """classify_dir's input pipeline, iterated without a model: steady seconds and images, wall."""
-    from brainview.pipelines import classify
+    from brainview import classify
 
     config = classify.ClassifyConfig(
         scan_dir=scan_dir, output_csv="", model_path="", batch_size=batch, progress=False
@@ -163,7 +163,7 @@ def _decode_only(scan_dir: str, image_size: int, batch: int, mode: str) -> dict:
 
 def _in_memory_batches(scan_dir: str, settings: Settings, mode: str) -> list:
     """The first preprocessed batches of the folder, held as tensors (model-only input)."""
-    from brainview.pipelines import classify
+    from brainview import classify
 
     config = classify.ClassifyConfig(
         scan_dir=scan_dir, output_csv="", model_path="", batch_size=settings.batch_size
@@ -179,8 +179,8 @@ def run(ctx: common.Context) -> dict:
     import keras
     import tensorflow as tf
 
-    from brainview.pipelines import gradcam
-    from brainview.pipelines import model as model_lib
+    from brainview import gradcam
+    from brainview import model as model_lib
 
     settings = settings_for(ctx)
     scan_dir = data.write_scan_folder(ctx.path("scans_512"), settings.images, SCAN_SIDE)

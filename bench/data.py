@@ -95,7 +95,7 @@ def random_model(path: str, image_size: int, seed: int = 0) -> str:
         return path
     import keras
 
-    from brainview.pipelines import model as model_lib
+    from brainview import model as model_lib
 
     keras.utils.set_random_seed(seed)
     model = model_lib.build_classifier(image_size, "none")

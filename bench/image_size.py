@@ -58,7 +58,7 @@ def demo_flags(path: str = DEMO_FLAGFILE) -> dict[str, str]:
 
 
 def _train_settings(flags: dict[str, str], settings: Settings, image_size: int, data_dir: str):
-    from brainview.pipelines import augmentation, input_pipeline, training
+    from brainview import augmentation, input_pipeline, training
 
     return training.TrainSettings(
         pipeline=input_pipeline.PipelineConfig(
@@ -83,8 +83,8 @@ def _train_and_score(source: str, train, repeats: int) -> dict:
     import keras
     import tensorflow as tf
 
-    from brainview.pipelines import evaluation, experiments, gradcam, input_pipeline, training
-    from brainview.pipelines import model as model_lib
+    from brainview import evaluation, experiments, gradcam, input_pipeline, training
+    from brainview import model as model_lib
 
     run = experiments.holdout((source,), validation=True)[0]
     config = train.pipeline

@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=64)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from brainview.pipelines import model as model_lib
+    from brainview import model as model_lib
 
     model, card = model_lib.load_model(args.model_path)
     probabilities = classify(args.scan_dir, model, card.image_size, args.batch_size)

@@ -70,8 +70,8 @@ def _iteration_seconds(iterator, steps: int, cpu_seconds: list[float]) -> float:
 def run(ctx: common.Context) -> dict:
     import keras
 
-    from brainview.pipelines import augmentation, experiments, input_pipeline
-    from brainview.pipelines import model as model_lib
+    from brainview import augmentation, experiments, input_pipeline
+    from brainview import model as model_lib
 
     settings = settings_for(ctx)
     source = f"brain_phantom/{settings.phantom_config}"

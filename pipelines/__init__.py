@@ -1,4 +1,8 @@
-"""tf.data pipelines, model, training, evaluation, classification and CAMs.
+"""brainview: which anatomical plane does a mouse brain section image show?
 
-Installed as `brainview.pipelines` (see setup.py for why).
+This folder, `pipelines/`, is the whole `brainview` package (setup.py maps
+`brainview` -> `pipelines/`): tf.data pipelines, model, training, evaluation,
+classification, CAMs, and the absl binaries behind `bin/` (`brainview.cli`).
 """
+
+__version__ = "0.1.0"

@@ -30,7 +30,7 @@ import math
 
 import tensorflow as tf
 
-from brainview.pipelines import preprocessing
+from brainview import preprocessing
 
 # With mode "aligned", sections are rotated onto their principal axis after
 # any random rotation; this jitter covers the axis estimate's uncertainty.

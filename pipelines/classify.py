@@ -26,8 +26,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from brainview import __version__
-from brainview.pipelines import (
+from brainview import (
+    __version__,
     classify_outputs,
     devices,
     gradcam,
@@ -35,7 +35,7 @@ from brainview.pipelines import (
     preprocessing,
     scan_files,
 )
-from brainview.pipelines import model as model_lib
+from brainview import model as model_lib
 from brainview_tfds.core import image_files
 from brainview_tfds.core.features import VIEWS
 

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from brainview.pipelines import gradcam, metrics, non_brain, preprocessing
+from brainview import gradcam, metrics, non_brain, preprocessing
 from brainview_tfds.core.features import VIEWS
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from brainview.pipelines import model as model_lib
+from brainview import model as model_lib
 
 CAM_LAYER_NAME = f"{model_lib.BACKBONE_NAME}/{model_lib.CAM_LAYER}"
 

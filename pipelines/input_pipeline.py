@@ -23,7 +23,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import brainview_tfds
-from brainview.pipelines import augmentation, preprocessing
+from brainview import augmentation, preprocessing
 from brainview_tfds.core.features import DARK_IMAGE_THRESHOLD, VIEWS
 
 AUTOTUNE = tf.data.AUTOTUNE

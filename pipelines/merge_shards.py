@@ -18,7 +18,7 @@ import os
 import h5py
 import numpy as np
 
-from brainview.pipelines import classify_outputs
+from brainview import classify_outputs
 
 BLOCK_ROWS = 65536  # rows merged at a time (bounded memory)
 

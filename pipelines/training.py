@@ -28,7 +28,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from brainview.pipelines import (
+from brainview import (
     devices,
     evaluation,
     experiments,
@@ -36,7 +36,7 @@ from brainview.pipelines import (
     metrics,
     plots,
 )
-from brainview.pipelines import (
+from brainview import (
     model as model_lib,
 )
 

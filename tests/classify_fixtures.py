@@ -530,7 +530,7 @@ def build_test_model(path: str, bias: tuple[float, float, float] = (0.0, 0.0, 0.
     """
     import keras
 
-    from brainview.pipelines import model as model_lib
+    from brainview import model as model_lib
 
     keras.utils.set_random_seed(0)
     classifier = model_lib.build_classifier(MODEL_IMAGE_SIZE, "none")

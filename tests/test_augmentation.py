@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from brainview.pipelines import augmentation, preprocessing
+from brainview import augmentation, preprocessing
 
 SIZE = 32
 

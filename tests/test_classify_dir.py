@@ -33,8 +33,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from brainview.pipelines import classify_outputs, scan_files
-from brainview.pipelines import model as model_lib
+from brainview import classify_outputs, scan_files
+from brainview import model as model_lib
 from brainview_tfds.core import image_files
 from brainview_tfds.core.features import VIEWS
 from tests.classify_fixtures import (

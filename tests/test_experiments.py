@@ -2,7 +2,7 @@
 
 import pytest
 
-from brainview.pipelines import experiments
+from brainview import experiments
 from brainview_tfds.core.features import NUM_FOLDS
 
 SOURCES = ("brain_phantom/tiny", "allen_ccfv3/200um")

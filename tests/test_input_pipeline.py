@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from brainview.pipelines import experiments, input_pipeline, preprocessing
+from brainview import experiments, input_pipeline, preprocessing
 from brainview_tfds import build, testing
 from brainview_tfds.core.features import DARK_IMAGE_THRESHOLD, VIEWS
 

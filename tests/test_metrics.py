@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from brainview.pipelines import metrics
+from brainview import metrics
 
 # Six predictions; views 0 coronal, 1 horizontal, 2 sagittal. No confidence falls on a
 # 1/15 bin edge of the ECE, so every bin below is unambiguous.

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from brainview.pipelines import gradcam
-from brainview.pipelines import model as model_lib
+from brainview import gradcam
+from brainview import model as model_lib
 
 SIZE = 64
 

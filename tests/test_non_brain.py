@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from brainview.pipelines import evaluation, model, non_brain
+from brainview import evaluation, model, non_brain
 
 
 def test_non_brain_set_is_deterministic_and_covers_every_kind():

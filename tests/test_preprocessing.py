@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from brainview.pipelines import preprocessing
+from brainview import preprocessing
 
 SIZE = 48
 

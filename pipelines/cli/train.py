@@ -208,7 +208,7 @@ def _uncertain_below() -> float | None:
 
 
 def _settings():
-    from brainview.pipelines import augmentation, input_pipeline, training
+    from brainview import augmentation, input_pipeline, training
 
     if FLAGS.trainable_layers != "all" and not FLAGS.trainable_layers.isdigit():
         raise SetupError(
@@ -257,7 +257,7 @@ def main(argv: list[str]) -> int:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     import tensorflow as tf
 
-    from brainview.pipelines import devices, experiments, input_pipeline, model, training
+    from brainview import devices, experiments, input_pipeline, model, training
 
     try:
         settings = _settings()

@@ -72,7 +72,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3:
         raise app.UsageError("usage: classify_dir SCAN_DIR OUT.csv [flags]; see --help")
     scan_dir, output_csv = argv[1], argv[2]
-    from brainview.pipelines import classify, classify_outputs
+    from brainview import classify, classify_outputs
 
     if FLAGS.batch_size < 0 or FLAGS.commit_every < 1 or FLAGS.num_shards < 1:
         raise app.UsageError("--commit_every and --num_shards must be positive, --batch_size >= 0")
