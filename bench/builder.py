@@ -63,7 +63,8 @@ def _encode_all_slices(voxels: np.ndarray, intensity: tuple[float, float]) -> in
     """Every slice of all three axes scaled, made RGB and PNG-encoded; returns the count."""
     import tensorflow as tf
 
-    from brainview_tfds.core import image_files, volumes
+    from brainview import image_files
+    from brainview_tfds.core import volumes
 
     count = 0
     for view in volumes.AXIS_VIEWS:

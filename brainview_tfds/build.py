@@ -11,7 +11,8 @@ import os
 
 import tensorflow_datasets as tfds
 
-from brainview_tfds.core import features, volume_builder, volumes
+from brainview import labels
+from brainview_tfds.core import volume_builder, volumes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,8 +104,8 @@ def summarize(builder: tfds.core.DatasetBuilder) -> dict[str, SplitSummary]:
         counts: collections.Counter = collections.Counter()
         dark = 0
         for view, mean_intensity in dataset.batch(4096).as_numpy_iterator():
-            counts.update(features.VIEWS[int(v)] for v in view)
-            dark += int((mean_intensity <= features.DARK_IMAGE_THRESHOLD).sum())
+            counts.update(labels.VIEWS[int(v)] for v in view)
+            dark += int((mean_intensity <= labels.DARK_IMAGE_THRESHOLD).sum())
         summary[split] = SplitSummary(views=counts, dark=dark)
     return summary
 
@@ -114,9 +115,9 @@ def format_summary_table(summaries: dict[str, dict[str, SplitSummary]]) -> str:
     header = (
         "dataset",
         "split",
-        *features.VIEWS,
+        *labels.VIEWS,
         "total",
-        f"dark<={features.DARK_IMAGE_THRESHOLD}",
+        f"dark<={labels.DARK_IMAGE_THRESHOLD}",
     )
     rows = []
     for dataset_name, splits in summaries.items():
@@ -143,7 +144,7 @@ def _summary_row(dataset_name: str, split: str, summary: SplitSummary) -> tuple:
     return (
         dataset_name,
         split,
-        *(summary.views.get(view, 0) for view in features.VIEWS),
+        *(summary.views.get(view, 0) for view in labels.VIEWS),
         summary.total,
         summary.dark,
     )

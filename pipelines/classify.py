@@ -31,13 +31,13 @@ from brainview import (
     classify_outputs,
     devices,
     gradcam,
+    image_files,
     metrics,
     preprocessing,
     scan_files,
 )
 from brainview import model as model_lib
-from brainview_tfds.core import image_files
-from brainview_tfds.core.features import VIEWS
+from brainview.labels import VIEWS
 
 AUTOTUNE = tf.data.AUTOTUNE
 

@@ -36,7 +36,7 @@ import shutil
 import h5py
 import numpy as np
 
-from brainview_tfds.core.features import VIEWS
+from brainview.labels import VIEWS
 
 CSV_COLUMNS = (
     "path",

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from brainview import gradcam, metrics, non_brain, preprocessing
-from brainview_tfds.core.features import VIEWS
+from brainview.labels import VIEWS
 
 
 @dataclasses.dataclass

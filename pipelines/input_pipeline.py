@@ -24,7 +24,7 @@ import tensorflow_datasets as tfds
 
 import brainview_tfds
 from brainview import augmentation, preprocessing
-from brainview_tfds.core.features import DARK_IMAGE_THRESHOLD, VIEWS
+from brainview.labels import DARK_IMAGE_THRESHOLD, VIEWS
 
 AUTOTUNE = tf.data.AUTOTUNE
 BALANCE_MODES = ("none", "view", "origin_view")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
-from brainview_tfds.core.features import VIEWS
+from brainview.labels import VIEWS
 
 ECE_BINS = 15
 

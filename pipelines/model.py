@@ -22,7 +22,7 @@ import os
 
 import keras
 
-from brainview_tfds.core.features import VIEWS
+from brainview.labels import VIEWS
 
 # Keras' own name for the model; it also names the ImageNet weights file it
 # downloads (efficientnetb0_notop.h5), so it must not be changed.

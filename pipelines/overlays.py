@@ -15,7 +15,7 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw
 
-from brainview_tfds.core import image_files
+from brainview import image_files
 
 OVERLAY_SIDE = 256  # longer side of each rendered overlay, pixels
 HEAT_ALPHA = 0.45

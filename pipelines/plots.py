@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # no display on GPU nodes or CI
 import matplotlib.pyplot as plt
 import numpy as np
 
-from brainview_tfds.core.features import VIEWS
+from brainview.labels import VIEWS
 
 
 def plot_confusion_matrix(confusion: list[list[int]], title: str, path: str) -> None:

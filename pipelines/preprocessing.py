@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from brainview_tfds.core.features import DARK_IMAGE_THRESHOLD
+from brainview.labels import DARK_IMAGE_THRESHOLD
 
 PREPROCESSING_MODES = ("aligned", "section", "plain")
 

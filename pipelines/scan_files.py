@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from brainview_tfds.core import image_files
+from brainview import image_files
 
 # Returned for files that cannot be read, so the batch keeps its shape.
 PLACEHOLDER_PIXELS = np.zeros((8, 8, 3), np.uint8)

@@ -9,8 +9,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 import brainview_tfds
+from brainview.labels import VIEWS
 from brainview_tfds import testing
-from brainview_tfds.core.features import VIEWS
 from tests.conftest import REPO_ROOT, require_shared
 
 BUILD_DATASETS = os.path.join(REPO_ROOT, "bin", "build_datasets")

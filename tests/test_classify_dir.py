@@ -33,10 +33,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from brainview import classify_outputs, scan_files
+from brainview import classify_outputs, image_files, scan_files
 from brainview import model as model_lib
-from brainview_tfds.core import image_files
-from brainview_tfds.core.features import VIEWS
+from brainview.labels import VIEWS
 from tests.classify_fixtures import (
     ABSENT,
     BLANK,

@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, JpegImagePlugin, features
 
-from brainview_tfds.core import image_files
-from brainview_tfds.core.image_files import ImageReadError
+from brainview import image_files
+from brainview.image_files import ImageReadError
 
 RNG_SEED = 1234
 

@@ -16,8 +16,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from brainview import experiments, input_pipeline, preprocessing
+from brainview.labels import DARK_IMAGE_THRESHOLD, VIEWS
 from brainview_tfds import build, testing
-from brainview_tfds.core.features import DARK_IMAGE_THRESHOLD, VIEWS
 
 PHANTOM = ("brain_phantom/tiny",)
 CCF = ("allen_ccfv3/200um",)

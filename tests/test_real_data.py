@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 import brainview_tfds  # noqa: F401 - registers the builders
-from brainview_tfds.core.features import VIEWS
+from brainview.labels import VIEWS
 
 
 def _examples(name: str, data_dir: str, split: str = "all") -> list[dict]:

@@ -11,7 +11,8 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-from brainview_tfds.core import errors, features, image_files, splits
+from brainview import image_files, labels
+from brainview_tfds.core import errors, features, splits
 
 # Suffixes read as images (case-insensitive). Other files (notes, .DS_Store,
 # Thumbs.db) are skipped and counted in the log.
@@ -101,7 +102,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 def _find_images(root: epath.Path, instructions: str) -> list[_ImageEntry]:
     """All image files under the view folders, in a deterministic order."""
     view_dirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
-    missing = [view for view in features.VIEWS if view not in view_dirs]
+    missing = [view for view in labels.VIEWS if view not in view_dirs]
     if missing:
         raise errors.MissingSourceFileError(
             dataset="brainmaps",
@@ -110,7 +111,7 @@ def _find_images(root: epath.Path, instructions: str) -> list[_ImageEntry]:
             instructions=instructions,
         )
     entries, skipped = [], 0
-    for view in features.VIEWS:
+    for view in labels.VIEWS:
         view_dir = view_dirs[view]
         for path in _files_below(view_dir):
             if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:

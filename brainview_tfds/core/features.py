@@ -3,7 +3,9 @@
 All builders emit exactly these features so that any subset of datasets can be
 merged into one `tf.data.Dataset` (see `brainview_tfds.merged`) and fed to the
 same input pipeline. Fields that do not apply to a source hold a documented
-sentinel instead of being absent (TFDS features cannot be optional).
+sentinel instead of being absent (TFDS features cannot be optional). The view
+names and the dark-image threshold come from `brainview.labels`, the leaf
+module inference shares with the builders.
 """
 
 from __future__ import annotations
@@ -13,20 +15,13 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from brainview_tfds.core import image_files
-
-# Order matters: it is the label index of the `view` ClassLabel and the order of
-# the classifier's softmax outputs everywhere in the project.
-VIEWS = ("coronal", "horizontal", "sagittal")
+from brainview import image_files
+from brainview.labels import VIEWS
 
 # Images wider or taller than this are downscaled (area filter, aspect kept)
 # before encoding. 1024 px keeps every official Allen slice up to 10 um at
 # about native size while bounding the cost of full-resolution scans.
 MAX_IMAGE_SIDE = 1024
-
-# The original study's dark-image filter keeps images whose mean gray level
-# (0-255 scale) is above this; applied at read time from `mean_intensity`.
-DARK_IMAGE_THRESHOLD = 0.6
 
 # Sentinels for fields that do not apply to an example.
 NO_SLICE_INDEX = -1  # images that are not slices of a volume we hold

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import logging
 
-from brainview_tfds.core import image_files
+from brainview import image_files
 
 GAP_FOLD = -1  # fold id of slices set aside between slabs of different folds
 DEFAULT_SLABS_PER_FOLD = 2

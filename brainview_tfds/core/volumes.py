@@ -27,7 +27,8 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from brainview_tfds.core import features, image_files
+from brainview import image_files
+from brainview_tfds.core import features
 
 AXIS_VIEWS = ("coronal", "horizontal", "sagittal")  # view of a slice across axis 0, 1, 2
 

@@ -1,8 +1,11 @@
 """Reads section scans into RGB uint8 arrays, robustly and with bounded memory.
 
 Every dataset builder and the batch classifier decode files through `read_image`
-(or `decode_image_bytes`), so a file yields the same pixels everywhere. The
-choices that shape those pixels:
+(or `decode_image_bytes`), so a file yields the same pixels everywhere; their
+mean gray (`mean_gray`) is the one the dark-image filter and the CSV use. A
+leaf module (NumPy and Pillow only): `brainview_tfds` builds on it, and
+inference imports it without TensorFlow Datasets. The choices that shape
+those pixels:
 
 Multi-page files
     TIFF stacks and animated GIF/PNG/WebP: only the first page or frame is
