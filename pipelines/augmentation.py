@@ -14,11 +14,16 @@ or cut out, so each augmentation below randomizes one of those nuisances:
              (Nissl density vs. autofluorescence vs. MRI contrast)
   blur_noise blur and noise at several scales, background haze
 
-They splice into the shared preprocessing path (`preprocessing.py`) at the
-stage where each nuisance arises: on the raw image (polarity, stain), on the
-normalized tissue signal (rotate, flip, partial, resolution), in the framing
-(zoom), and on the framed signal (tone, blur_noise). With no augmentation the
-path is exactly the inference path.
+`RandomAugmenter` plugs them into the one preprocessing function
+(`preprocessing.preprocess`, through its `Augmenter` hooks) at the stage where
+each nuisance arises: on the raw image (polarity, stain), on the normalized
+tissue signal (rotate, partial, resolution), after the alignment (the
+alignment's rotation jitter, flip), in the framing (zoom), and on the framed
+signal (tone, blur_noise). With no augmentation the path is exactly the
+inference path.
+
+`remount` is the evaluation-time counterpart: the raw scan turned and maybe
+mirrored as if mounted anew, to test robustness to how slides are mounted.
 
 Randomness is stateless: each example carries its own seed, so a run with
 `--deterministic` is reproducible.
@@ -255,49 +260,79 @@ def blur_and_noise(signal: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 # -- the training path ----------------------------------------------------------
 
 
-def augment_and_preprocess(
-    image: tf.Tensor,
-    image_size: int,
-    augmentations: tuple[str, ...],
-    seed: tf.Tensor,
-    mode: str = "section",
-) -> tf.Tensor:
-    """Training path: uint8 HxWx3 -> model input SxSx3 on 0..255.
+class RandomAugmenter(preprocessing.Augmenter):
+    """The named augmentations, as hooks of `preprocessing.preprocess`.
 
-    With `augmentations=()` this is exactly `preprocessing.preprocess`.
+    `preprocess(image, size, mode, mean_intensity=..., augmenter=RandomAugmenter(
+    names, seed))` is the training input; with `names=()` it is exactly the
+    inference input. Every augmentation draws from its own seed, split from
+    `seed` (shape [2]), so adding one leaves the others' draws unchanged.
     """
-    seeds = tf.random.experimental.stateless_split(seed, len(AUGMENTATIONS))
-    stage_seed = dict(zip(AUGMENTATIONS, tf.unstack(seeds), strict=True))
-    if "polarity" in augmentations:
-        image = invert_polarity(image, stage_seed["polarity"])
-    if "stain" in augmentations:
-        image = jitter_stain(image, stage_seed["stain"])
-    if mode == "plain":
+
+    def __init__(self, augmentations: tuple[str, ...], seed: tf.Tensor):
+        unknown = sorted(set(augmentations) - set(AUGMENTATIONS))
+        if unknown:
+            raise ValueError(f"unknown augmentation(s) {unknown}; choose from {AUGMENTATIONS}")
+        self.augmentations = frozenset(augmentations)
+        seeds = tf.random.experimental.stateless_split(seed, len(AUGMENTATIONS))
+        self.seeds = dict(zip(AUGMENTATIONS, tf.unstack(seeds), strict=True))
+
+    def _uses(self, name: str) -> bool:
+        return name in self.augmentations
+
+    def raw_image(self, image: tf.Tensor) -> tf.Tensor:
+        if self._uses("polarity"):
+            image = invert_polarity(image, self.seeds["polarity"])
+        if self._uses("stain"):
+            image = jitter_stain(image, self.seeds["stain"])
+        return image
+
+    def plain_input(self, model_input: tf.Tensor) -> tf.Tensor:
         # The original study's look: geometry only, on the RGB image.
-        model_input, _ = preprocessing.frame_plain(image, image_size)
-        if "flip" in augmentations:
-            model_input = tf.image.stateless_random_flip_left_right(model_input, stage_seed["flip"])
+        if self._uses("flip"):
+            model_input = tf.image.stateless_random_flip_left_right(model_input, self.seeds["flip"])
         return model_input
-    signal = preprocessing.normalize_section(image)
-    if "partial" in augmentations:
-        signal = cut_partial(signal, stage_seed["partial"])
-    if "resolution" in augmentations:
-        signal = coarsen_resolution(signal, stage_seed["resolution"])
-    if "rotate" in augmentations:
-        signal = random_rotate(signal, stage_seed["rotate"])
-    if mode == "aligned":
-        signal, _ = preprocessing.align(signal)
-        if "rotate" in augmentations:  # the alignment's own uncertainty
-            signal = random_rotate(signal, stage_seed["rotate"], ALIGNED_JITTER)
-    if "flip" in augmentations:
-        signal = random_flip(signal, stage_seed["flip"])
-    if "zoom" in augmentations:
-        frame = jittered_frame(signal, stage_seed["zoom"])
-    else:
-        frame = preprocessing.square_frame(preprocessing.tissue_box(signal))
-    framed = preprocessing.crop_to_frame(signal, frame, image_size)
-    if "tone" in augmentations:
-        framed = random_tone(framed, stage_seed["tone"])
-    if "blur_noise" in augmentations:
-        framed = blur_and_noise(framed, stage_seed["blur_noise"])
-    return preprocessing.to_model_input(framed, mode)
+
+    def tissue_signal(self, signal: tf.Tensor) -> tf.Tensor:
+        if self._uses("partial"):
+            signal = cut_partial(signal, self.seeds["partial"])
+        if self._uses("resolution"):
+            signal = coarsen_resolution(signal, self.seeds["resolution"])
+        if self._uses("rotate"):
+            signal = random_rotate(signal, self.seeds["rotate"])
+        return signal
+
+    def oriented_signal(self, signal: tf.Tensor, aligned: bool) -> tf.Tensor:
+        if aligned and self._uses("rotate"):  # the alignment's own uncertainty
+            signal = random_rotate(signal, self.seeds["rotate"], ALIGNED_JITTER)
+        if self._uses("flip"):
+            signal = random_flip(signal, self.seeds["flip"])
+        return signal
+
+    def frame_box(self, signal: tf.Tensor) -> tf.Tensor:
+        if self._uses("zoom"):
+            return jittered_frame(signal, self.seeds["zoom"])
+        return super().frame_box(signal)
+
+    def framed_signal(self, framed: tf.Tensor) -> tf.Tensor:
+        if self._uses("tone"):
+            framed = random_tone(framed, self.seeds["tone"])
+        if self._uses("blur_noise"):
+            framed = blur_and_noise(framed, self.seeds["blur_noise"])
+        return framed
+
+
+# -- evaluation: remounted scans --------------------------------------------------
+
+
+def remount(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """The raw scan turned by a random angle and maybe mirrored, as if mounted anew.
+
+    The canvas grows to fit; new corners repeat the border (the background).
+    """
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    angle = tf.random.stateless_uniform((), seeds[0], 0.0, 2 * math.pi)
+    turned = preprocessing.rotate(tf.cast(image, tf.float32), angle, fill_mode="NEAREST")
+    turned = tf.cast(tf.round(tf.clip_by_value(turned, 0.0, 255.0)), tf.uint8)
+    mirror = tf.random.stateless_uniform((), seeds[1]) < 0.5
+    return tf.cond(mirror, lambda: turned[:, ::-1], lambda: turned)

@@ -190,7 +190,10 @@ def _dataset(
             stateful=False,
         )
         pixels.set_shape([None, None, 3])
-        model_input, frame, blank = preprocessing.preprocess_and_check(pixels, image_size, mode)
+        mean = tf.reshape(mean, [])
+        model_input, frame, blank = preprocessing.preprocess(
+            pixels, image_size, mode, mean_intensity=mean
+        )
         # Frame in source pixels (the decoded image may have been downscaled).
         decoded_width = tf.cast(tf.shape(pixels)[1], tf.float32)
         scale = tf.cast(tf.maximum(width, 1), tf.float32) / decoded_width
@@ -200,7 +203,7 @@ def _dataset(
             "frame": frame * tf.stack([scale, scale, scale, 1.0]),  # the angle stays
             "width": tf.reshape(width, []),
             "height": tf.reshape(height, []),
-            "mean_intensity": tf.reshape(mean, []),
+            "mean_intensity": mean,
             "error": tf.reshape(error, []),
             "blank": blank,
         }

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from brainview import gradcam, metrics, non_brain, preprocessing
+from brainview import gradcam, image_files, metrics, non_brain, preprocessing
 from brainview.labels import VIEWS
 
 
@@ -154,11 +154,11 @@ def non_brain_report(
     images = non_brain.make_set()
     inputs, blank = [], []
     for image in images:
-        model_input, _, looks_blank = preprocessing.preprocess_and_check(
-            tf.constant(image), image_size, mode
+        preprocessed = preprocessing.preprocess(
+            tf.constant(image), image_size, mode, mean_intensity=image_files.mean_gray(image)
         )
-        inputs.append(model_input)
-        blank.append(bool(looks_blank))
+        inputs.append(preprocessed.model_input)
+        blank.append(bool(preprocessed.blank))
     probabilities = gradcam.make_predict(model, tta)(tf.stack(inputs)).numpy()
     confidence = metrics.apply_temperature(probabilities, temperature).max(axis=1)
     blank = np.array(blank)

@@ -4,7 +4,8 @@
       -> dark-image filter on stored metadata (optional)
       -> cache of the *encoded* examples (small: PNG bytes), optional
       -> shuffle (training)
-      -> decode PNG -> [augment] + shared preprocessing (parallel, AUTOTUNE)
+      -> decode PNG -> preprocessing.preprocess, with augmentation hooks in
+         training (parallel, AUTOTUNE)
       -> batch -> prefetch
 
 Nothing is ever held as one big array: the original study loaded every
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import math
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -144,27 +144,18 @@ def training_dataset(
     dataset = tf.data.Dataset.zip(dataset, seeds)
 
     def prepare(example: dict, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        image = augmentation.augment_and_preprocess(
-            _decode(example), config.image_size, config.augmentations, seed, config.preprocessing
-        )
+        image = preprocessing.preprocess(
+            _decode(example),
+            config.image_size,
+            config.preprocessing,
+            mean_intensity=example["mean_intensity"],
+            augmenter=augmentation.RandomAugmenter(config.augmentations, seed),
+        ).model_input
         weight = table.lookup(_stratum_key(example["origin"], example["view"]))
         return image, example["view"], weight
 
     dataset = dataset.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
     return dataset.batch(config.batch_size).repeat().prefetch(AUTOTUNE), num_examples
-
-
-def remount(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """The raw scan turned by a random angle and maybe mirrored, as if mounted anew.
-
-    The canvas grows to fit; new corners repeat the border (the background).
-    """
-    seeds = tf.random.experimental.stateless_split(seed, 2)
-    angle = tf.random.stateless_uniform((), seeds[0], 0.0, 2 * math.pi)
-    turned = preprocessing.rotate(tf.cast(image, tf.float32), angle, fill_mode="NEAREST")
-    turned = tf.cast(tf.round(tf.clip_by_value(turned, 0.0, 255.0)), tf.uint8)
-    mirror = tf.random.stateless_uniform((), seeds[1]) < 0.5
-    return tf.cond(mirror, lambda: turned[:, ::-1], lambda: turned)
 
 
 def evaluation_dataset(
@@ -173,7 +164,8 @@ def evaluation_dataset(
     """(images, labels, metadata) batches in a fixed order, no augmentation.
 
     With `remount_seed`, every scan is first turned by a random angle and
-    maybe mirrored (`remount`): a test of robustness to how slides are mounted.
+    maybe mirrored (`augmentation.remount`): a test of robustness to how slides
+    are mounted.
     """
     dataset = _read_examples(sources, split, config, shuffle_files=False)
     seeds = tf.data.Dataset.random(seed=remount_seed or 0).batch(2)
@@ -181,8 +173,13 @@ def evaluation_dataset(
     def prepare(example: dict, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, dict]:
         image = _decode(example)
         if remount_seed is not None:
-            image = remount(image, seed)
-        image, _ = preprocessing.preprocess(image, config.image_size, config.preprocessing)
+            image = augmentation.remount(image, seed)
+        image = preprocessing.preprocess(
+            image,
+            config.image_size,
+            config.preprocessing,
+            mean_intensity=example["mean_intensity"],
+        ).model_input
         metadata = {key: example[key] for key in METADATA_KEYS}
         return image, example["view"], metadata
 

@@ -1,10 +1,17 @@
-"""The one preprocessing path shared by training, evaluation and classify_dir.
+"""The one preprocessing function, shared by training, evaluation and classify_dir.
 
-Every image the model sees, in training or at inference, goes through
-`normalize_section` then `frame_tissue` (mode "section"), or through
-`frame_plain` (mode "plain", the original study's look: RGB, letterboxed).
-Training-time augmentation (`augmentation.py`) splices in between the two
-steps; nothing else differs between training and inference.
+`preprocess(image, ...)` turns a decoded scan (uint8 HxWx3) into what the
+model sees, the square of the source it was cut from, and whether the scan
+looks blank. Training calls the same function with an `Augmenter`
+(`augmentation.RandomAugmenter`): augmentation is a set of hooks at the stages
+where each nuisance arises, never a second sequence of steps, so with no
+augmentation training input and inference input are the same tensor.
+
+    raw image -> [Augmenter.raw_image] -> normalize_section -> blank check
+      "plain":   letterbox the RGB image -> [Augmenter.plain_input]
+      otherwise: [Augmenter.tissue_signal] -> align (mode "aligned")
+                 -> [Augmenter.oriented_signal] -> [Augmenter.frame_box]
+                 -> crop_to_frame -> [Augmenter.framed_signal] -> to_model_input
 
 Mode "section" removes what differs between labs rather than between planes:
 * stain colour: the image becomes gray (ITU-R 601 luminance);
@@ -20,17 +27,25 @@ Mode "section" removes what differs between labs rather than between planes:
 Mode "aligned" also removes the mounting rotation: before framing, the tissue
 is rotated so that its principal axis (from the second moments of the tissue
 signal) is horizontal. What remains of the orientation is a 180-degree turn
-and a mirror image, which training covers with flips.
+and a mirror image, which training covers with flips. Mode "plain" is the
+original study's look: RGB, letterboxed.
 
 The square the model sees is reported as a *frame* in source pixels:
 [center_y, center_x, side, angle], where the model input is the source image
 rotated by `angle` radians (image coordinates, y down) about the centre and
 cropped to a `side` x `side` square. Grad-CAMs map back onto the scan with it.
 
+The blank check lives here too, and only here: a scan is blank when it is dark
+(its mean gray, `image_files.mean_gray`, the value the decoder, the CSV and
+the datasets' `mean_intensity` hold, is at most DARK_IMAGE_THRESHOLD) or shows
+almost no tissue after normalization.
+
 All functions are TensorFlow ops, usable inside `tf.data` maps.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import tensorflow as tf
 
@@ -282,12 +297,6 @@ def crop_to_frame(signal: tf.Tensor, frame: tf.Tensor, image_size: int) -> tf.Te
     return tf.clip_by_value(resized[..., 0], 0.0, 1.0)
 
 
-def frame_tissue(signal: tf.Tensor, image_size: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """Tissue signal HxW -> (image_size² signal, the square box cut from `signal`)."""
-    box = square_frame(tissue_box(signal))
-    return crop_to_frame(signal, box, image_size), box
-
-
 def align(signal: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Rotates the tissue's principal axis onto the x axis; returns (signal, angle applied)."""
     angle = -principal_angle(signal)
@@ -343,35 +352,94 @@ def looks_blank(mean_intensity: tf.Tensor, signal: tf.Tensor) -> tf.Tensor:
     return (mean_intensity <= DARK_IMAGE_THRESHOLD) | (tissue_fraction < BLANK_TISSUE_FRACTION)
 
 
-def preprocess_and_check(
-    image: tf.Tensor, image_size: int, mode: str = "section"
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Inference path: uint8 HxWx3 -> (model input SxSx3 on 0..255, frame, looks blank).
-
-    The frame [center_y, center_x, side, angle] locates the model input on the
-    source image (see the module docstring); it maps CAMs back onto the scan.
-    """
-    signal = normalize_section(image)
-    if mode in ("section", "aligned"):
-        angle = tf.constant(0.0)
-        canvas = signal
-        if mode == "aligned":
-            canvas, angle = align(signal)
-        framed, box = frame_tissue(canvas, image_size)
-        frame = source_frame(box, angle, tf.shape(signal), tf.shape(canvas))
-        model_input = to_model_input(framed, mode)
-    elif mode == "plain":
-        model_input, frame = frame_plain(image, image_size)
-    else:
+def check_mode(mode: str) -> None:
+    """Raises ValueError for a mode that is not one of PREPROCESSING_MODES."""
+    if mode not in PREPROCESSING_MODES:
         raise ValueError(
             f"unknown preprocessing mode {mode!r}; expected one of {PREPROCESSING_MODES}"
         )
-    return model_input, frame, looks_blank(tf.reduce_mean(to_gray(image)), signal)
+
+
+class Augmenter:
+    """The stages of `preprocess` where training-time augmentation plugs in.
+
+    Each method receives the data at one stage and returns it, possibly
+    randomized; this base class changes nothing, so `preprocess` with it (the
+    default) is the inference path. `augmentation.RandomAugmenter` overrides
+    the stages it randomizes.
+    """
+
+    def raw_image(self, image: tf.Tensor) -> tf.Tensor:
+        """uint8 HxWx3, before anything else (stain, polarity)."""
+        return image
+
+    def plain_input(self, model_input: tf.Tensor) -> tf.Tensor:
+        """Mode "plain": the letterboxed RGB model input, SxSx3 on 0..255."""
+        return model_input
+
+    def tissue_signal(self, signal: tf.Tensor) -> tf.Tensor:
+        """The normalized tissue signal HxW in 0..1, before any alignment."""
+        return signal
+
+    def oriented_signal(self, signal: tf.Tensor, aligned: bool) -> tf.Tensor:
+        """The signal in its final orientation (rotated onto its principal axis when
+        `aligned`), before framing."""
+        del aligned
+        return signal
+
+    def frame_box(self, signal: tf.Tensor) -> tf.Tensor:
+        """The square [y0, x0, y1, x1] of `signal` the model will see."""
+        return square_frame(tissue_box(signal))
+
+    def framed_signal(self, framed: tf.Tensor) -> tf.Tensor:
+        """The framed signal SxS in 0..1, before it becomes the model input."""
+        return framed
+
+
+NO_AUGMENTATION = Augmenter()
+
+
+class Preprocessed(NamedTuple):
+    """What `preprocess` returns for one image."""
+
+    model_input: tf.Tensor  # float32 SxSx3 on 0..255
+    frame: tf.Tensor  # float32 [center_y, center_x, side, angle] in source pixels
+    blank: tf.Tensor  # bool: dark, empty or noise only (see looks_blank)
 
 
 def preprocess(
-    image: tf.Tensor, image_size: int, mode: str = "section"
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """`preprocess_and_check` without the blank check (training-time evaluation)."""
-    model_input, frame, _ = preprocess_and_check(image, image_size, mode)
-    return model_input, frame
+    image: tf.Tensor,
+    image_size: int,
+    mode: str = "section",
+    *,
+    mean_intensity: tf.Tensor | float,
+    augmenter: Augmenter = NO_AUGMENTATION,
+) -> Preprocessed:
+    """uint8 HxWx3 -> (model input, frame, looks blank): the one preprocessing path.
+
+    Args:
+      image: the decoded scan.
+      image_size: side S of the square model input.
+      mode: one of PREPROCESSING_MODES; anything else raises ValueError.
+      mean_intensity: the image's mean gray (`image_files.mean_gray`), computed
+        once where the image is decoded; the dark-image part of the blank check.
+      augmenter: training-time augmentation hooks; the default changes nothing.
+        With an augmenter, `frame` and `blank` describe the augmented image
+        (training uses only the model input).
+    """
+    check_mode(mode)
+    image = augmenter.raw_image(image)
+    signal = normalize_section(image)
+    blank = looks_blank(tf.cast(mean_intensity, tf.float32), signal)
+    if mode == "plain":
+        model_input, frame = frame_plain(image, image_size)
+        return Preprocessed(augmenter.plain_input(model_input), frame, blank)
+    signal = augmenter.tissue_signal(signal)
+    canvas, angle = signal, tf.constant(0.0)
+    if mode == "aligned":
+        canvas, angle = align(signal)
+    canvas = augmenter.oriented_signal(canvas, mode == "aligned")
+    box = augmenter.frame_box(canvas)
+    framed = augmenter.framed_signal(crop_to_frame(canvas, box, image_size))
+    frame = source_frame(box, angle, tf.shape(signal), tf.shape(canvas))
+    return Preprocessed(to_model_input(framed, mode), frame, blank)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from brainview import augmentation, preprocessing
+from brainview import augmentation, image_files, preprocessing
 
 SIZE = 32
 
@@ -34,9 +34,21 @@ def seed(a, b=7):
 
 
 def augmented(augmentations, seed_value, mode="section", image=IMAGE, size=SIZE):
-    return augmentation.augment_and_preprocess(
-        image, size, tuple(augmentations), seed_value, mode
-    ).numpy()
+    """The training input: the one preprocessing function with augmentation hooks."""
+    return preprocessing.preprocess(
+        image,
+        size,
+        mode,
+        mean_intensity=image_files.mean_gray(image.numpy()),
+        augmenter=augmentation.RandomAugmenter(tuple(augmentations), seed_value),
+    ).model_input.numpy()
+
+
+def framed_signal_of(image=IMAGE, size=SIZE):
+    """The normalized signal framed as the model sees it (no augmentation)."""
+    signal = signal_of(image)
+    box = preprocessing.square_frame(preprocessing.tissue_box(signal))
+    return preprocessing.crop_to_frame(signal, box, size)
 
 
 def signal_of(image=IMAGE):
@@ -101,7 +113,9 @@ def test_unknown_augmentation_names_raise(spec):
 @pytest.mark.parametrize("mode", preprocessing.PREPROCESSING_MODES)
 def test_without_augmentation_training_input_is_exactly_the_inference_input(mode):
     """No train/serve skew: with no augmentation the training path is the inference path."""
-    expected, _ = preprocessing.preprocess(IMAGE, SIZE, mode)
+    expected = preprocessing.preprocess(
+        IMAGE, SIZE, mode, mean_intensity=image_files.mean_gray(IMAGE.numpy())
+    ).model_input
     for seed_value in (seed(0), seed(123, 9)):
         np.testing.assert_array_equal(augmented((), seed_value, mode), expected.numpy())
 
@@ -255,7 +269,7 @@ def test_resolution_coarsening_keeps_shape_and_mean_but_removes_detail():
 
 def test_tone_keeps_the_background_at_zero_and_the_silhouette():
     """Tone curves change tissue contrast only: black stays black, tissue stays visible."""
-    framed = preprocessing.frame_tissue(signal_of(), SIZE)[0]
+    framed = framed_signal_of()
     base = framed.numpy()
     changed = 0
     for s in range(12):
@@ -268,7 +282,7 @@ def test_tone_keeps_the_background_at_zero_and_the_silhouette():
 
 
 def test_blur_and_noise_stay_in_range():
-    framed = preprocessing.frame_tissue(signal_of(), SIZE)[0]
+    framed = framed_signal_of()
     for s in range(6):
         noisy = augmentation.blur_and_noise(framed, seed(s)).numpy()
         assert noisy.shape == (SIZE, SIZE) and noisy.dtype == np.float32

@@ -298,7 +298,9 @@ def test_evaluation_images_are_the_inference_preprocessing(phantom_data_dir):
     assert len(rows) == len(stored)
     for image, label, meta in rows[:12]:
         source = stored[(meta["group"], label, int(meta["slice_index"]))]
-        expected, _ = preprocessing.preprocess(tf.constant(source), SIZE)
+        expected = preprocessing.preprocess(
+            tf.constant(source), SIZE, mean_intensity=meta["mean_intensity"]
+        ).model_input
         np.testing.assert_allclose(image, expected.numpy(), atol=1e-3)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from brainview import preprocessing
+from brainview import image_files, preprocessing
 
 SIZE = 48
 
@@ -57,8 +57,15 @@ def tissue_bbox(density):
     return np.array([rows.min(), cols.min(), rows.max() + 1, cols.max() + 1], float)
 
 
+def preprocessed(image, mode="section", size=SIZE):
+    """The inference path: the one preprocessing function, without augmentation."""
+    return preprocessing.preprocess(
+        tf.constant(image), size, mode, mean_intensity=image_files.mean_gray(image)
+    )
+
+
 def run(image, mode="section", size=SIZE):
-    model_input, frame, blank = preprocessing.preprocess_and_check(tf.constant(image), size, mode)
+    model_input, frame, blank = preprocessed(image, mode, size)
     return model_input.numpy(), frame.numpy(), bool(blank.numpy())
 
 
@@ -223,7 +230,7 @@ def test_plain_mode_letterboxes_the_rgb_image():
 
 def test_unknown_mode_is_rejected():
     with pytest.raises(ValueError, match="unknown preprocessing mode"):
-        preprocessing.preprocess(tf.zeros((8, 8, 3), tf.uint8), 8, mode="fancy")
+        preprocessing.preprocess(tf.zeros((8, 8, 3), tf.uint8), 8, mode="fancy", mean_intensity=0)
 
 
 def test_principal_angle_finds_the_major_axis():
@@ -269,7 +276,7 @@ def test_a_noisy_empty_slide_is_blank():
     noisy = np.clip(200 + rng.normal(0, 3, (300, 400, 3)), 0, 255).astype(np.uint8)
     signal = preprocessing.normalize_section(tf.constant(noisy))
     assert float(tf.reduce_max(signal)) == 0.0
-    _, _, blank = preprocessing.preprocess_and_check(tf.constant(noisy), 64)
+    _, _, blank = preprocessed(noisy, size=64)
     assert bool(blank)
 
 
@@ -283,7 +290,7 @@ def test_aligned_input_carries_the_asymmetry_maps():
     lopsided[(xx > 130) & ellipse] = 90  # one end darker: no left-right symmetry
     for image, left_right_symmetric in ((symmetric, True), (lopsided, False)):
         rgb = np.repeat(image[..., None], 3, axis=2)
-        model_input, _ = preprocessing.preprocess(tf.constant(rgb), 64, "aligned")
+        model_input = preprocessed(rgb, "aligned", 64).model_input
         channels = model_input.numpy() / 255.0
         lr_asymmetry = channels[..., 1].mean() / max(channels[..., 0].mean(), 1e-6)
         assert (lr_asymmetry < 0.05) == left_right_symmetric, lr_asymmetry
