@@ -7,7 +7,7 @@ random-weight model, one batch size; per repeat, in turn:
 * image_dataset_from_directory: keras' folder reader (decode, plain resize) + predict;
 * model_only: the classifier alone on in-memory preprocessed batches (a ceiling);
 * decode_only: classify_dir's own tf.data input pipeline without the model (a ceiling);
-* classify_dir, classify_dir_cams: `classify.classify_directory` in this process.
+* classify_dir, classify_dir_cams: `classify_dir.classify_directory` in this process.
 
 Throughputs are steady-state: one-time costs (loading the model, tracing
 its tf.function, starting the input pipeline) are excluded for every
@@ -71,51 +71,51 @@ def _steady(batch_ends: list[tuple[float, int]]) -> tuple[float, int]:
 
 
 @contextlib.contextmanager
-def _batch_clock() -> Iterator[list[tuple[float, float, float, int]]]:
-    """Records (start, end, CPU time at end, batch size) of every call of classify_dir's predictor.
+def _batch_clock(batch_size: int) -> Iterator[list[tuple[float, float, float, int]]]:
+    """Records (start, end, CPU time at end, images) of every call of classify_dir's predictor.
 
-    Wraps classify.Predictor for the duration: the wrapper traces the
-    prediction function when it is built (on one batch of zeros; the
-    predictor pads short batches, so that is the only shape it sees) and
-    reads the clock twice per batch. Between calls, the loop waits for the
-    input pipeline (IteratorGetNext) and turns results into rows.
+    Wraps prediction.Predictor for the duration: the wrapper traces the
+    prediction function when it is built (on one batch of zeros; the scan
+    input pads short batches, so that is the only shape it sees) and reads
+    the clock twice per batch. Between calls, the loop waits for the input
+    pipeline (IteratorGetNext) and turns results into rows.
     """
     import tensorflow as tf
 
-    from brainview import classify
+    from brainview.classify import prediction
 
-    original = classify.Predictor
+    original = prediction.Predictor
     clock: list[tuple[float, float, float, int]] = []
 
     class ClockedPredictor(original):
         def __init__(self, model, *args, **kwargs):
             super().__init__(model, *args, **kwargs)
             size = int(model.input_shape[1])
-            super().__call__(tf.zeros([self.batch_size, size, size, 3]))
+            self.function(tf.zeros([batch_size, size, size, 3]))
 
-        def __call__(self, images):
+        def __call__(self, batch):
             started = time.perf_counter()
-            result = super().__call__(images)
+            result = super().__call__(batch)
             now = (time.perf_counter(), time.process_time())
-            clock.append((started, *now, int(images.shape[0])))
+            clock.append((started, *now, int(result[0]["valid"].sum())))
             return result
 
-    classify.Predictor = ClockedPredictor
+    prediction.Predictor = ClockedPredictor
     try:
         yield clock
     finally:
-        classify.Predictor = original
+        prediction.Predictor = original
 
 
 def _classify_dir(
     ctx: common.Context, scan_dir: str, model_path: str, cams: bool, batch: int
 ) -> dict:
     """One in-process classify_directory run: steady seconds and images, wall, loop profile."""
-    from brainview import classify
+    from brainview.classify import classify_dir
 
     out_dir = ctx.path("classify_out")
     os.makedirs(out_dir, exist_ok=True)
-    config = classify.ClassifyConfig(
+    config = classify_dir.ClassifyConfig(
         scan_dir=scan_dir,
         output_csv=os.path.join(out_dir, "predictions.csv"),
         model_path=model_path,
@@ -124,8 +124,8 @@ def _classify_dir(
         overwrite=True,
         progress=False,
     )
-    with _batch_clock() as clock:
-        wall = common.seconds_of(lambda: classify.classify_directory(config))
+    with _batch_clock(batch) as clock:
+        wall = common.seconds_of(lambda: classify_dir.classify_directory(config))
     seconds, count = _steady([(end, n) for _, end, _, n in clock])
     cpu_seconds, _ = _steady([(cpu, n) for _, _, cpu, n in clock])
     in_predictor = sum(end - start for start, end, _, _ in clock[SKIP_BATCHES:])
@@ -140,16 +140,10 @@ def _classify_dir(
 
 def _decode_only(scan_dir: str, image_size: int, batch: int, mode: str) -> dict:
     """classify_dir's input pipeline, iterated without a model: steady seconds and images, wall."""
-    from brainview import classify
-
-    config = classify.ClassifyConfig(
-        scan_dir=scan_dir, output_csv="", model_path="", batch_size=batch, progress=False
-    )
     started = time.perf_counter()
-    dataset = classify._dataset(os.fsencode(os.path.abspath(scan_dir)), config, image_size, mode, 0)
+    dataset = _scan_dataset(scan_dir, image_size, batch, mode)
     clock = [
-        (time.perf_counter(), time.process_time(), int(batch["image"].shape[0]))
-        for batch in dataset
+        (time.perf_counter(), time.process_time(), int(np.sum(batch["valid"]))) for batch in dataset
     ]
     seconds, count = _steady([(wall, n) for wall, _, n in clock])
     cpu_seconds, _ = _steady([(cpu, n) for _, cpu, n in clock])
@@ -161,16 +155,23 @@ def _decode_only(scan_dir: str, image_size: int, batch: int, mode: str) -> dict:
     }
 
 
+def _scan_dataset(scan_dir: str, image_size: int, batch: int, mode: str):
+    """classify_dir's input pipeline over the whole folder, as classify_dir builds it."""
+    from brainview import image_files
+    from brainview.classify import scan_input
+
+    return scan_input.scan_dataset(
+        os.fsencode(os.path.abspath(scan_dir)),
+        image_size=image_size,
+        mode=mode,
+        batch_size=batch,
+        max_decode_side=image_files.MAX_DECODE_SIDE,
+    )
+
+
 def _in_memory_batches(scan_dir: str, settings: Settings, mode: str) -> list:
     """The first preprocessed batches of the folder, held as tensors (model-only input)."""
-    from brainview import classify
-
-    config = classify.ClassifyConfig(
-        scan_dir=scan_dir, output_csv="", model_path="", batch_size=settings.batch_size
-    )
-    dataset = classify._dataset(
-        os.fsencode(os.path.abspath(scan_dir)), config, settings.image_size, mode, 0
-    )
+    dataset = _scan_dataset(scan_dir, settings.image_size, settings.batch_size, mode)
     batches = settings.model_only_images // settings.batch_size
     return [b["image"] for b in dataset.take(batches)]
 
@@ -181,6 +182,7 @@ def run(ctx: common.Context) -> dict:
 
     from brainview import gradcam
     from brainview import model as model_lib
+    from brainview.predict import make_predict
 
     settings = settings_for(ctx)
     scan_dir = data.write_scan_folder(ctx.path("scans_512"), settings.images, SCAN_SIDE)
@@ -194,7 +196,7 @@ def run(ctx: common.Context) -> dict:
     warm = np.zeros((batch + 3, size, size, 3), np.float32)  # a full and a partial batch
     model.predict(warm, batch_size=batch, verbose=0)
     in_memory = _in_memory_batches(scan_dir, settings, card.preprocessing)
-    predict = gradcam.make_predict(model)
+    predict = make_predict(model)
     predict_with_cams = gradcam.make_predict_with_cams(model)
     for images in in_memory[:1]:
         predict(images).numpy()

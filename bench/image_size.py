@@ -58,10 +58,10 @@ def demo_flags(path: str = DEMO_FLAGFILE) -> dict[str, str]:
 
 
 def _train_settings(flags: dict[str, str], settings: Settings, image_size: int, data_dir: str):
-    from brainview import augmentation, input_pipeline, training
+    from brainview import augmentation, training, training_input
 
     return training.TrainSettings(
-        pipeline=input_pipeline.PipelineConfig(
+        pipeline=training_input.PipelineConfig(
             image_size=image_size,
             batch_size=settings.batch_size,
             preprocessing=flags.get("preprocessing", "section"),
@@ -83,12 +83,13 @@ def _train_and_score(source: str, train, repeats: int) -> dict:
     import keras
     import tensorflow as tf
 
-    from brainview import evaluation, experiments, gradcam, input_pipeline, training
+    from brainview import evaluation, experiments, training, training_input
     from brainview import model as model_lib
+    from brainview.predict import make_predict
 
     run = experiments.holdout((source,), validation=True)[0]
     config = train.pipeline
-    train_data, num_train = input_pipeline.training_dataset((source,), run.train_split, config)
+    train_data, num_train = training_input.training_dataset((source,), run.train_split, config)
     steps = math.ceil(num_train / config.batch_size)
     keras.utils.set_random_seed(config.seed)
     model = model_lib.build_classifier(
@@ -108,11 +109,11 @@ def _train_and_score(source: str, train, repeats: int) -> dict:
     )
     steady_steps = len(clock.times) - 1  # the first step (tracing) left out
     test = evaluation.predict(
-        model, input_pipeline.evaluation_dataset((source,), run.test_split, config)
+        model, training_input.evaluation_dataset((source,), run.test_split, config)
     )
     accuracy = float(np.mean(test.probabilities.argmax(axis=1) == test.labels))
 
-    predict = gradcam.make_predict(model)
+    predict = make_predict(model)
     images = tf.random.uniform([config.batch_size, config.image_size, config.image_size, 3], 0, 255)
     predict(images).numpy()  # trace
     seconds = [common.seconds_of(lambda: predict(images).numpy()) for _ in range(repeats)]

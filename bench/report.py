@@ -124,7 +124,7 @@ def _cpu_note(result: dict) -> str:
 def training_input(result: dict) -> list[str]:
     s = result["settings"]
     rows = [
-        ["model.fit from TFDS (input_pipeline.training_dataset)", "tfds"],
+        ["model.fit from TFDS (training_input.training_dataset)", "tfds"],
         ["model.fit from in-memory arrays (same batches)", "in_memory"],
         ["input pipeline alone (no model)", "pipeline_alone"],
     ]

@@ -1,7 +1,7 @@
 """Benchmark 3: does the TFDS input pipeline keep training fed?
 
 The same compiled model takes `model.fit` steps fed either by
-`input_pipeline.training_dataset` (TFRecords -> decode -> the demo recipe's
+`training_input.training_dataset` (TFRecords -> decode -> the demo recipe's
 augmentation and preprocessing, in parallel) or by the very same kind of
 batches materialized once as in-memory arrays. Same model, batch, image size
 and number of steps; steps/s come from the batch-end times of each fit, the
@@ -70,21 +70,21 @@ def _iteration_seconds(iterator, steps: int, cpu_seconds: list[float]) -> float:
 def run(ctx: common.Context) -> dict:
     import keras
 
-    from brainview import augmentation, experiments, input_pipeline
+    from brainview import augmentation, experiments, training_input
     from brainview import model as model_lib
 
     settings = settings_for(ctx)
     source = f"brain_phantom/{settings.phantom_config}"
     data_dir = data.phantom_data_dir(ctx.path("tfds"), settings.phantom_config)
     split = experiments.holdout((source,), validation=True)[0].train_split
-    config = input_pipeline.PipelineConfig(
+    config = training_input.PipelineConfig(
         image_size=settings.image_size,
         batch_size=settings.batch_size,
         augmentations=augmentation.parse_augmentations(settings.augment),
         balance=settings.balance,
         data_dir=data_dir,
     )
-    train_data, num_examples = input_pipeline.training_dataset((source,), split, config)
+    train_data, num_examples = training_input.training_dataset((source,), split, config)
 
     # The in-memory copy: the pipeline's own batches (augmented, preprocessed), taken once.
     taken = list(train_data.take(settings.steps + 1).as_numpy_iterator())

@@ -25,9 +25,10 @@ def gpus() -> list:
     return tf.config.list_physical_devices("GPU")
 
 
-def select_strategy() -> tf.distribute.Strategy:
-    """The strategy for the devices (and cluster) this process sees."""
-    if os.environ.get("TF_CONFIG"):
+def select_strategy(cluster: bool = True) -> tf.distribute.Strategy:
+    """The strategy for the devices (and, if `cluster`, the TF_CONFIG cluster) this
+    process sees. `cluster=False`: this node's devices only."""
+    if cluster and os.environ.get("TF_CONFIG"):
         cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster", {})
         logging.info("TF_CONFIG cluster %s: MultiWorkerMirroredStrategy", cluster)
         return tf.distribute.MultiWorkerMirroredStrategy()

@@ -15,8 +15,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from brainview import gradcam, image_files, metrics, non_brain, preprocessing
+from brainview import image_files, metrics, non_brain, preprocessing
 from brainview.labels import VIEWS
+from brainview.predict import make_predict
 
 
 @dataclasses.dataclass
@@ -40,7 +41,7 @@ def predict(model: keras.Model, dataset: tf.data.Dataset, tta: bool = False) -> 
 
     `tta`: average over the four mirror images of each input.
     """
-    forward = gradcam.make_predict(model, tta)
+    forward = make_predict(model, tta)
 
     columns: dict[str, list] = {
         k: [] for k in ("p", "y", "origin", "specimen", "group", "slice_index", "source_file")
@@ -159,7 +160,7 @@ def non_brain_report(
         )
         inputs.append(preprocessed.model_input)
         blank.append(bool(preprocessed.blank))
-    probabilities = gradcam.make_predict(model, tta)(tf.stack(inputs)).numpy()
+    probabilities = make_predict(model, tta)(tf.stack(inputs)).numpy()
     confidence = metrics.apply_temperature(probabilities, temperature).max(axis=1)
     blank = np.array(blank)
     uncertain = ~blank & (confidence < uncertain_below)

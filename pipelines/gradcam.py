@@ -8,6 +8,9 @@ of the predicted class's score (pre-softmax) with respect to them — but:
 * cheap: the backbone runs forward once; only the small head (pooling and
   two dense layers) is differentiated;
 * in float32, whatever the backbone's precision policy.
+
+The plain forward pass (no CAMs) and the mirror images of test-time
+augmentation are in `predict.py`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from brainview import model as model_lib
+from brainview.predict import mean_over_mirrors, mirrored
 
 CAM_LAYER_NAME = f"{model_lib.BACKBONE_NAME}/{model_lib.CAM_LAYER}"
 
@@ -33,21 +37,6 @@ def head_logits(head: keras.Model, features: tf.Tensor) -> tf.Tensor:
 
 def _float32(variable) -> tf.Tensor:
     return tf.cast(tf.convert_to_tensor(variable), tf.float32)
-
-
-def mirrored(images: tf.Tensor) -> tf.Tensor:
-    """The batch followed by its left-right, up-down and double mirror images (4B).
-
-    For the "aligned" model input (a signal and its asymmetry maps), mirroring
-    the whole input tensor is exactly the input of the mirrored signal.
-    """
-    return tf.concat(
-        [images, images[:, :, ::-1], images[:, ::-1, :], images[:, ::-1, ::-1]], axis=0
-    )
-
-
-def _mean_over_mirrors(values: tf.Tensor) -> tf.Tensor:
-    return tf.reduce_mean(tf.reshape(values, [4, -1, values.shape[-1]]), axis=0)
 
 
 def _unmirrored_mean(maps: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
@@ -78,7 +67,7 @@ def make_predict_with_cams(model: keras.Model, tta: bool = False):
             logits = head_logits(head, features)
         probabilities = tf.nn.softmax(logits)
         if tta:
-            probabilities = _mean_over_mirrors(probabilities)
+            probabilities = mean_over_mirrors(probabilities)
         predicted = tf.argmax(probabilities, axis=1)
         if tta:
             predicted = tf.tile(predicted, [4])
@@ -97,15 +86,3 @@ def make_predict_with_cams(model: keras.Model, tta: bool = False):
         return probabilities, cams
 
     return predict_with_cams
-
-
-def make_predict(model: keras.Model, tta: bool = False):
-    """A tf.function images -> probabilities (B,3), for runs without CAMs (`tta`: as above)."""
-
-    @tf.function(reduce_retracing=True)
-    def predict(images: tf.Tensor) -> tf.Tensor:
-        if not tta:
-            return tf.cast(model(images, training=False), tf.float32)
-        return _mean_over_mirrors(tf.cast(model(mirrored(images), training=False), tf.float32))
-
-    return predict

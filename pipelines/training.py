@@ -32,9 +32,9 @@ from brainview import (
     devices,
     evaluation,
     experiments,
-    input_pipeline,
     metrics,
     plots,
+    training_input,
 )
 from brainview import (
     model as model_lib,
@@ -45,8 +45,8 @@ from brainview import (
 class TrainSettings:
     """Everything that shapes a run besides its data (the effective flags)."""
 
-    pipeline: input_pipeline.PipelineConfig = dataclasses.field(
-        default_factory=input_pipeline.PipelineConfig
+    pipeline: training_input.PipelineConfig = dataclasses.field(
+        default_factory=training_input.PipelineConfig
     )
     epochs: int = 10
     steps_per_epoch: int = 0  # 0: one pass over the training data
@@ -116,13 +116,13 @@ def train_run(
     config = settings.pipeline
     keras.utils.set_random_seed(config.seed)
 
-    train_data, num_train = input_pipeline.training_dataset(
+    train_data, num_train = training_input.training_dataset(
         run.train_sources, run.train_split, config
     )
     steps = settings.steps_per_epoch or math.ceil(num_train / config.batch_size)
     validation_data = None
     if run.validation_split:
-        validation_data = input_pipeline.evaluation_dataset(
+        validation_data = training_input.evaluation_dataset(
             run.train_sources, run.validation_split, config
         )
 
@@ -169,14 +169,14 @@ def train_run(
 
     test = evaluation.predict(
         model,
-        input_pipeline.evaluation_dataset(run.test_sources, run.test_split, config),
+        training_input.evaluation_dataset(run.test_sources, run.test_split, config),
         settings.tta,
     )
     result = evaluation.report(test, temperature)
     # The same test scans, each turned by a random angle and maybe mirrored.
     remounted = evaluation.predict(
         model,
-        input_pipeline.evaluation_dataset(
+        training_input.evaluation_dataset(
             run.test_sources, run.test_split, config, remount_seed=config.seed
         ),
         settings.tta,

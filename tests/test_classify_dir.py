@@ -33,8 +33,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from brainview import classify_outputs, image_files, scan_files
+from brainview import image_files
 from brainview import model as model_lib
+from brainview.classify import outputs, scan_files
 from brainview.labels import VIEWS
 from tests.classify_fixtures import (
     ABSENT,
@@ -302,13 +303,13 @@ def test_bad_input_corpus_never_stops_the_run(bad_corpus, classifier_model, tmp_
 
     # pandas, as users load it (keep_default_na: an empty error is "", not NaN).
     frame = pd.read_csv(csv_path, keep_default_na=False, dtype=str)
-    assert list(frame.columns) == list(classify_outputs.CSV_COLUMNS)
+    assert list(frame.columns) == list(outputs.CSV_COLUMNS)
     assert frame["path"].tolist() == expected_order
     assert frame["status"].tolist() == [row["status"] for row in rows]
     # The raw csv module: every record has every column (quoting intact).
     with open(csv_path, newline="", encoding="utf-8") as file:
         records = list(csv.reader(file))
-    assert all(len(r) == len(classify_outputs.CSV_COLUMNS) for r in records)
+    assert all(len(r) == len(outputs.CSV_COLUMNS) for r in records)
     assert len(records) == 1 + len(rows)
 
     data, _ = read_cam_file(cams_path)
@@ -337,7 +338,7 @@ def test_golden_csv_matches_the_checked_in_expectation(golden_run):
         os.makedirs(GOLDEN_DIR, exist_ok=True)
         shutil.copyfile(golden_run.csv, GOLDEN_CSV)
     with open(GOLDEN_CSV, encoding="utf-8") as file:
-        assert file.readline().rstrip("\n").split(",") == list(classify_outputs.CSV_COLUMNS)
+        assert file.readline().rstrip("\n").split(",") == list(outputs.CSV_COLUMNS)
     expected, actual = read_csv_rows(GOLDEN_CSV), read_csv_rows(golden_run.csv)
     assert [r["path"] for r in actual] == [r["path"] for r in expected]
     for want, got in zip(expected, actual, strict=True):
@@ -433,7 +434,7 @@ def test_golden_cam_file_layout_attributes_and_alignment(golden_run):
     manifest = read_json(os.path.splitext(golden_run.csv)[0] + ".run.json")
     assert manifest["rows"] == count
     assert manifest["by_status"] == {
-        s: n for s in classify_outputs.STATUSES if (n := sum(r["status"] == s for r in rows))
+        s: n for s in outputs.STATUSES if (n := sum(r["status"] == s for r in rows))
     }
     assert f"{count} images" in golden_run.stdout
 
@@ -769,7 +770,7 @@ def test_empty_scan_directory_gives_empty_but_valid_outputs(classifier_model, tm
 def test_output_files_with_zero_rows_are_valid_hdf5(tmp_path):
     """The writer's side of the case above, in-process (fast): h5py refuses chunks
     larger than an empty dataset unless its row axis can grow."""
-    writer = classify_outputs.OutputWriter(
+    writer = outputs.OutputWriter(
         str(tmp_path / "out.csv"),
         str(tmp_path / "cams.h5"),
         {"k": 1},
@@ -780,7 +781,7 @@ def test_output_files_with_zero_rows_are_valid_hdf5(tmp_path):
     with h5py.File(tmp_path / "cams.h5", "r") as file:
         assert {name: file[name].shape[0] for name in file} == dict.fromkeys(CAM_DATASET_NAMES, 0)
         assert file["cams"].shape == (0, 2, 2) and file["cams"].compression == "gzip"
-    assert classify_outputs.count_rows(str(tmp_path / "out.csv"))[0] == 0
+    assert outputs.count_rows(str(tmp_path / "out.csv"))[0] == 0
 
 
 # --- CAM overlays (slow) ------------------------------------------------------------------------

@@ -72,11 +72,11 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3:
         raise app.UsageError("usage: classify_dir SCAN_DIR OUT.csv [flags]; see --help")
     scan_dir, output_csv = argv[1], argv[2]
-    from brainview import classify, classify_outputs
+    from brainview.classify import classify_dir, outputs
 
     if FLAGS.batch_size < 0 or FLAGS.commit_every < 1 or FLAGS.num_shards < 1:
         raise app.UsageError("--commit_every and --num_shards must be positive, --batch_size >= 0")
-    config = classify.ClassifyConfig(
+    config = classify_dir.ClassifyConfig(
         scan_dir=scan_dir,
         output_csv=output_csv,
         model_path=FLAGS.model,
@@ -94,8 +94,8 @@ def main(argv: list[str]) -> int:
         progress=FLAGS.progress and sys.stderr.isatty(),
     )
     try:
-        summary = classify.classify_directory(config)
-    except (classify.ClassifyError, classify_outputs.OutputError) as error:
+        summary = classify_dir.classify_directory(config)
+    except (classify_dir.ClassifyError, outputs.OutputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(summary.format())

@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
         raise app.UsageError(
             "usage: merge_shards OUT.csv SHARD.csv [SHARD.csv ...] [--cams=OUT.h5]"
         )
-    from brainview import merge_shards
+    from brainview.classify import merge_shards
 
     try:
         rows = merge_shards.merge_shards(argv[2:], argv[1], FLAGS.cams, FLAGS.shard_cams)

@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 4:
         raise app.UsageError("usage: render_cams SCAN_DIR CAMS.h5 OUTPUT_DIR [flags]")
     scan_dir, cams_path, output_dir = argv[1:]
-    from brainview import overlays
+    from brainview.classify import overlays
 
     if FLAGS.rows:
         rows = [int(r) for r in FLAGS.rows]

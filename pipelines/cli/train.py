@@ -208,7 +208,7 @@ def _uncertain_below() -> float | None:
 
 
 def _settings():
-    from brainview import augmentation, input_pipeline, training
+    from brainview import augmentation, training, training_input
 
     if FLAGS.trainable_layers != "all" and not FLAGS.trainable_layers.isdigit():
         raise SetupError(
@@ -227,7 +227,7 @@ def _settings():
     except ValueError as error:
         raise SetupError(f"--augment: {error}") from None
     return training.TrainSettings(
-        pipeline=input_pipeline.PipelineConfig(
+        pipeline=training_input.PipelineConfig(
             image_size=FLAGS.image_size,
             batch_size=FLAGS.batch_size,
             preprocessing=FLAGS.preprocessing,
@@ -257,7 +257,7 @@ def main(argv: list[str]) -> int:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     import tensorflow as tf
 
-    from brainview import devices, experiments, input_pipeline, model, training
+    from brainview import devices, experiments, model, training, training_input
 
     try:
         settings = _settings()
@@ -297,7 +297,7 @@ def main(argv: list[str]) -> int:
             results[run.name] = training.train_run(
                 run, settings, os.path.join(FLAGS.output_dir, run.name), strategy
             )
-    except (SetupError, input_pipeline.EmptySplitError, model.WeightsUnavailableError) as error:
+    except (SetupError, training_input.EmptySplitError, model.WeightsUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     summary = training.summarize(runs, results)

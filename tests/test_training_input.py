@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from brainview import experiments, input_pipeline, preprocessing
+from brainview import experiments, preprocessing, training_input
 from brainview.labels import DARK_IMAGE_THRESHOLD, VIEWS
 from brainview_tfds import build, testing
 
@@ -42,7 +42,7 @@ def mixed_data_dir(phantom_data_dir, tmp_path_factory):
 def config(data_dir, **overrides):
     settings = {"image_size": SIZE, "batch_size": 16, "data_dir": data_dir, "seed": 1}
     settings.update(overrides)
-    return input_pipeline.PipelineConfig(**settings)
+    return training_input.PipelineConfig(**settings)
 
 
 def scan(data_dir, sources, split):
@@ -78,7 +78,7 @@ def not_dark(rows):
 
 
 def test_training_batches_have_the_right_shapes_dtypes_and_ranges(phantom_data_dir):
-    dataset, num_examples = input_pipeline.training_dataset(
+    dataset, num_examples = training_input.training_dataset(
         PHANTOM, "fold0+fold1", config(phantom_data_dir)
     )
     assert num_examples == len(not_dark(scan(phantom_data_dir, PHANTOM, "fold0+fold1")))
@@ -96,7 +96,7 @@ def test_training_batches_have_the_right_shapes_dtypes_and_ranges(phantom_data_d
 def test_training_stream_is_endless_and_each_epoch_sees_every_example_once(phantom_data_dir):
     """One epoch = ceil(N / batch) batches holding each example once; then it repeats."""
     split = "fold0+fold1"
-    dataset, num_examples = input_pipeline.training_dataset(
+    dataset, num_examples = training_input.training_dataset(
         PHANTOM, split, config(phantom_data_dir, deterministic=True)
     )
     steps = math.ceil(num_examples / 16)
@@ -116,7 +116,7 @@ def test_training_stream_is_reproducible_for_a_seed(phantom_data_dir):
     """--deterministic: same seed, same shuffled and augmented batches; another seed differs."""
 
     def first_batch(seed):
-        dataset, _ = input_pipeline.training_dataset(
+        dataset, _ = training_input.training_dataset(
             PHANTOM,
             "fold2",
             config(
@@ -145,9 +145,9 @@ def test_dark_filter_drops_exactly_the_dark_examples(mixed_data_dir, split):
     rows = scan(mixed_data_dir, CCF, split)
     kept = not_dark(rows)
     assert len(kept) < len(rows)  # the dummy volume has dark end slices in these splits
-    filtered = input_pipeline.count_strata(CCF, split, config(mixed_data_dir))
+    filtered = training_input.count_strata(CCF, split, config(mixed_data_dir))
     assert filtered == strata(kept)
-    unfiltered = input_pipeline.count_strata(CCF, split, config(mixed_data_dir, dark_filter=False))
+    unfiltered = training_input.count_strata(CCF, split, config(mixed_data_dir, dark_filter=False))
     assert unfiltered == strata(rows)
 
 
@@ -157,10 +157,10 @@ def test_dark_filter_applies_to_the_examples_actually_fed(mixed_data_dir):
     rows = scan(mixed_data_dir, CCF, split)
     kept = not_dark(rows)
     assert 0 < len(kept) < len(rows)
-    _, num_examples = input_pipeline.training_dataset(CCF, split, config(mixed_data_dir))
+    _, num_examples = training_input.training_dataset(CCF, split, config(mixed_data_dir))
     assert num_examples == len(kept)
     evaluated = []
-    for _, _, metadata in input_pipeline.evaluation_dataset(CCF, split, config(mixed_data_dir)):
+    for _, _, metadata in training_input.evaluation_dataset(CCF, split, config(mixed_data_dir)):
         evaluated += zip(
             metadata["group"].numpy().tolist(),
             metadata["slice_index"].numpy().tolist(),
@@ -177,10 +177,10 @@ def test_an_empty_split_is_an_error_naming_the_filter(mixed_data_dir):
     rows = scan(mixed_data_dir, CCF, "fold0")
     dark = next(i for i, row in enumerate(rows) if row["mean_intensity"] <= DARK_IMAGE_THRESHOLD)
     one_dark_example = f"fold0[{dark}:{dark + 1}]"
-    with pytest.raises(input_pipeline.EmptySplitError, match="after the dark-image filter"):
-        input_pipeline.training_dataset(CCF, one_dark_example, config(mixed_data_dir))
+    with pytest.raises(training_input.EmptySplitError, match="after the dark-image filter"):
+        training_input.training_dataset(CCF, one_dark_example, config(mixed_data_dir))
     # Unfiltered, the same slice is one training example.
-    _, num_examples = input_pipeline.training_dataset(
+    _, num_examples = training_input.training_dataset(
         CCF, one_dark_example, config(mixed_data_dir, dark_filter=False)
     )
     assert num_examples == 1
@@ -195,22 +195,22 @@ COUNTS = collections.Counter(
 
 def test_balance_weights_by_hand():
     """weight = total / (number of strata x stratum count)."""
-    assert input_pipeline.balance_weights(COUNTS, "none") == dict.fromkeys(COUNTS, 1.0)
+    assert training_input.balance_weights(COUNTS, "none") == dict.fromkeys(COUNTS, 1.0)
     # view: coronal 6 + 2 = 8, horizontal 2, sagittal 10 -> 20/24, 20/6, 20/30
-    assert input_pipeline.balance_weights(COUNTS, "view") == pytest.approx(
+    assert training_input.balance_weights(COUNTS, "view") == pytest.approx(
         {"a|coronal": 5 / 6, "b|coronal": 5 / 6, "a|horizontal": 10 / 3, "b|sagittal": 2 / 3}
     )
     # origin_view: 4 strata -> 20 / (4 x count)
-    assert input_pipeline.balance_weights(COUNTS, "origin_view") == pytest.approx(
+    assert training_input.balance_weights(COUNTS, "origin_view") == pytest.approx(
         {"a|coronal": 5 / 6, "a|horizontal": 2.5, "b|coronal": 2.5, "b|sagittal": 0.5}
     )
     with pytest.raises(ValueError, match="balance must be one of"):
-        input_pipeline.balance_weights(COUNTS, "origin")
+        training_input.balance_weights(COUNTS, "origin")
 
 
 @pytest.mark.parametrize("balance", ["view", "origin_view"])
 def test_balanced_strata_weigh_the_same_in_total(balance):
-    weights = input_pipeline.balance_weights(COUNTS, balance)
+    weights = training_input.balance_weights(COUNTS, balance)
 
     def stratum(key):
         return key.split("|")[1] if balance == "view" else key
@@ -230,13 +230,13 @@ def test_emitted_weights_match_the_balance_of_the_split(mixed_data_dir, balance)
     sources = PHANTOM + CCF
     split = "fold1+fold3"
     kept = not_dark(scan(mixed_data_dir, sources, split))
-    expected_weights = input_pipeline.balance_weights(strata(kept), balance)
+    expected_weights = training_input.balance_weights(strata(kept), balance)
     expected = collections.Counter(
         (VIEWS.index(key.split("|")[1]), round(expected_weights[key], 4))
         for row in kept
         for key in [f"{row['origin']}|{row['view']}"]
     )
-    dataset, num_examples = input_pipeline.training_dataset(
+    dataset, num_examples = training_input.training_dataset(
         sources, split, config(mixed_data_dir, balance=balance, deterministic=True)
     )
     emitted = collections.Counter()
@@ -258,7 +258,7 @@ def test_emitted_weights_match_the_balance_of_the_split(mixed_data_dir, balance)
 
 def evaluation_rows(data_dir, sources, split, **overrides):
     rows = []
-    for images, labels, metadata in input_pipeline.evaluation_dataset(
+    for images, labels, metadata in training_input.evaluation_dataset(
         sources, split, config(data_dir, **overrides)
     ):
         for i in range(len(labels)):
@@ -277,7 +277,7 @@ def test_evaluation_order_is_fixed_and_metadata_complete(mixed_data_dir):
     first = evaluation_rows(mixed_data_dir, sources, "fold4")
     second = evaluation_rows(mixed_data_dir, sources, "fold4")
     assert len(first) == len(not_dark(scan(mixed_data_dir, sources, "fold4")))
-    assert set(first[0][2]) == set(input_pipeline.METADATA_KEYS)
+    assert set(first[0][2]) == set(training_input.METADATA_KEYS)
     for (image_a, label_a, meta_a), (image_b, label_b, meta_b) in zip(first, second, strict=True):
         assert label_a == label_b
         assert meta_a == meta_b
@@ -311,7 +311,7 @@ def test_evaluation_images_are_the_inference_preprocessing(phantom_data_dir):
 def values_fed(data_dir, sources, split):
     """{metadata key: values} of the examples a run reads from `split`, through the reader
     `training_dataset` and `evaluation_dataset` share (so with the dark-image filter)."""
-    reader = input_pipeline._read_examples(sources, split, config(data_dir), shuffle_files=True)
+    reader = training_input._read_examples(sources, split, config(data_dir), shuffle_files=True)
     keys = ("group", "specimen", "origin")
     values = {key: set() for key in keys}
     columns = reader.map(lambda e: {key: e[key] for key in keys}).batch(4096)

@@ -10,15 +10,11 @@ scan directory, model and settings.
 from __future__ import annotations
 
 import contextlib
-import csv
-import datetime
-import json
 import os
 
-import h5py
 import numpy as np
 
-from brainview import classify_outputs
+from brainview.classify import outputs
 
 BLOCK_ROWS = 65536  # rows merged at a time (bounded memory)
 
@@ -28,13 +24,13 @@ class MergeError(Exception):
 
 
 def _manifest(csv_path: str) -> dict:
-    path = os.path.splitext(csv_path)[0] + ".run.json"
-    if not os.path.exists(path):
-        progress = csv_path + ".progress.json"
-        state = "unfinished (resume it with --resume)" if os.path.exists(progress) else "missing"
-        raise MergeError(f"{csv_path}: shard is {state}; no {path}")
-    with open(path, encoding="utf-8") as file:
-        return json.load(file)
+    manifest = outputs.read_manifest(csv_path)
+    if manifest is None:
+        state = (
+            "unfinished (resume it with --resume)" if outputs.is_unfinished(csv_path) else "missing"
+        )
+        raise MergeError(f"{csv_path}: shard is {state}; no {outputs.manifest_path(csv_path)}")
+    return manifest
 
 
 def _check_shards(shard_csvs: list[str]) -> list[tuple[str, dict]]:
@@ -57,50 +53,53 @@ def _check_shards(shard_csvs: list[str]) -> list[tuple[str, dict]]:
 
 
 def _merge_csv(shard_csvs: list[str], output_csv: str) -> int:
-    with contextlib.ExitStack() as stack:
-        files = [stack.enter_context(open(p, newline="", encoding="utf-8")) for p in shard_csvs]
-        readers = [csv.reader(file) for file in files]
-        headers = [next(reader) for reader in readers]
-        if any(header != list(classify_outputs.CSV_COLUMNS) for header in headers):
-            raise MergeError("a shard CSV does not have classify_dir's columns")
-        temporary = output_csv + ".tmp"
-        rows = 0
-        with open(temporary, "w", newline="", encoding="utf-8") as out:
-            writer = csv.writer(out, lineterminator="\n")
-            writer.writerow(classify_outputs.CSV_COLUMNS)
+    try:
+        readers = [outputs.read_records(path) for path in shard_csvs]
+    except outputs.OutputError as error:
+        raise MergeError(f"a shard CSV cannot be merged: {error}") from None
+    temporary = output_csv + ".tmp"
+    rows = 0
+    try:
+        with open(temporary, "wb") as out:
+            out.write(outputs.csv_line(list(outputs.CSV_COLUMNS)))
             while True:
                 row = next(readers[rows % len(readers)], None)
                 if row is None:
                     break
-                writer.writerow(row)
+                out.write(outputs.csv_line(row))
                 rows += 1
-        if any(next(reader, None) is not None for reader in readers):
-            raise MergeError("shard CSVs have inconsistent lengths (not from one N-shard run)")
-        os.replace(temporary, output_csv)
-        return rows
+            if any(next(reader, None) is not None for reader in readers):
+                raise MergeError("shard CSVs have inconsistent lengths (not from one N-shard run)")
+    finally:
+        for reader in readers:
+            reader.close()
+    os.replace(temporary, output_csv)
+    return rows
 
 
 def _merge_cams(shard_cams: list[str], output_path: str, total: int) -> None:
     with contextlib.ExitStack() as stack:
-        sources = [stack.enter_context(h5py.File(path, "r")) for path in shard_cams]
+        sources = [stack.enter_context(outputs.CamFile(path)) for path in shard_cams]
         count = len(sources)
-        attributes = dict(sources[0].attrs)
+        attributes = sources[0].attributes
         attributes.update(num_shards=1, shard_index=0, merged_from_shards=count)
-        cam_shape = sources[0]["cams"].shape[1:]
         temporary = output_path + ".tmp"
-        with classify_outputs.create_cam_file(temporary, total, cam_shape, attributes) as out:
+        cam_shape = sources[0].cam_shape
+        with outputs.create_cam_file(temporary, total, cam_shape, attributes) as out:
             block = BLOCK_ROWS - BLOCK_ROWS % count
             for start in range(0, total, block):
                 stop = min(start + block, total)
-                for name in classify_outputs.CAM_DATASETS:
-                    parts = [
-                        source[name][-(-(start - k) // count) : -(-(stop - k) // count)]
-                        for k, source in enumerate(sources)
-                    ]
-                    merged = np.empty((stop - start, *parts[0].shape[1:]), parts[0].dtype)
+                # Row r of the merged file is row r // count of shard r % count.
+                parts = [
+                    source.block(-(-(start - k) // count), -(-(stop - k) // count))
+                    for k, source in enumerate(sources)
+                ]
+                merged = {}
+                for name, first in parts[0].items():
+                    merged[name] = np.empty((stop - start, *first.shape[1:]), first.dtype)
                     for k, part in enumerate(parts):
-                        merged[(k - start) % count :: count] = part
-                    out[name][start:stop] = merged
+                        merged[name][(k - start) % count :: count] = part[name]
+                outputs.write_block(out, start, merged)
         os.replace(temporary, output_path)
 
 
@@ -129,13 +128,9 @@ def merge_shards(
     manifest = dict(shards[0][1])
     manifest["signature"] = dict(manifest["signature"], num_shards=1, shard_index=0)
     manifest.update(
-        rows=rows,
-        cams=output_cams,
-        merged_from=ordered_csvs,
-        finished=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        rows=rows, cams=output_cams, merged_from=ordered_csvs, finished=outputs.utc_now()
     )
     manifest.pop("last_session", None)
-    _, manifest["by_view"], manifest["by_status"] = classify_outputs.count_rows(output_csv)
-    with open(os.path.splitext(output_csv)[0] + ".run.json", "w", encoding="utf-8") as file:
-        json.dump(manifest, file, indent=2)
+    _, manifest["by_view"], manifest["by_status"] = outputs.count_rows(output_csv)
+    outputs.write_manifest(output_csv, manifest)
     return rows

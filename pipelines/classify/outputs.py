@@ -1,4 +1,8 @@
-"""classify_dir's output files, written so that a killed run loses nothing.
+"""classify_dir's output files: their layout, a writer that a kill cannot break, readers.
+
+This module is the only one that knows the files' layout (CSV columns, HDF5
+dataset names, manifest and progress files); classify_dir writes through it,
+and merge_shards and overlays read through it.
 
 Files, for `bin/classify_dir SCANS out.csv --cams=cams.h5`:
 
@@ -32,6 +36,7 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Generator, Iterator
 
 import h5py
 import numpy as np
@@ -56,7 +61,28 @@ PROGRESS_VERSION = 1
 
 
 class OutputError(Exception):
-    """Outputs cannot be written or resumed; the message says what to do."""
+    """Outputs cannot be written, resumed or read; the message says what to do."""
+
+
+# --- Where the files are -----------------------------------------------------------------------
+
+
+def manifest_path(csv_path: str) -> str:
+    """out.csv -> out.run.json: written when a run (or a merge) is complete."""
+    return os.path.splitext(csv_path)[0] + ".run.json"
+
+
+def progress_path(csv_path: str) -> str:
+    """out.csv -> out.csv.progress.json: present only while a run is unfinished."""
+    return csv_path + ".progress.json"
+
+
+def parts_dir(cams_path: str) -> str:
+    """cams.h5 -> cams.h5.parts/: the committed CAM segments of an unfinished run."""
+    return cams_path + ".parts"
+
+
+# --- Rows ---------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -75,6 +101,68 @@ class Segment:
         return len(self.rows)
 
 
+def make_segment(
+    *,
+    paths: list[str],
+    statuses: list[str],
+    errors: list[str],
+    probabilities: np.ndarray,
+    widths: np.ndarray,
+    heights: np.ndarray,
+    mean_intensities: np.ndarray,
+    frames: np.ndarray,
+    cams: np.ndarray | None,
+) -> Segment:
+    """The CSV rows and HDF5 values of consecutive scans.
+
+    `probabilities` (n, 3) are the calibrated ones; the predicted view is
+    their argmax and the confidence their maximum. Rows with status "error"
+    keep only their path and error message: no view, probabilities or CAM.
+    """
+    failed = np.array([status == "error" for status in statuses], bool)
+    predicted = probabilities.argmax(axis=1)
+    rows = []
+    for i, path in enumerate(paths):
+        fields = dict.fromkeys(CSV_COLUMNS, "")
+        fields.update(path=path, status=statuses[i], error=errors[i])
+        if not failed[i]:
+            fields.update(
+                view=VIEWS[predicted[i]],
+                confidence=f"{probabilities[i].max():.6f}",
+                width=str(int(widths[i])),
+                height=str(int(heights[i])),
+                mean_intensity=f"{float(mean_intensities[i]):.3f}",
+            )
+            for view, probability in zip(VIEWS, probabilities[i], strict=True):
+                fields[f"p_{view}"] = f"{probability:.6f}"
+        rows.append([fields[column] for column in CSV_COLUMNS])
+    if cams is not None:
+        cams = np.where(failed[:, None, None], 0.0, cams).astype(np.float16)
+    return Segment(
+        rows=rows,
+        paths=list(paths),
+        statuses=list(statuses),
+        views=np.where(failed, -1, predicted).astype(np.int8),
+        probabilities=np.where(failed[:, None], np.nan, probabilities).astype(np.float32),
+        frames=frames.astype(np.float32),
+        cams=cams,
+    )
+
+
+def concatenate(segments: list[Segment]) -> Segment:
+    """Consecutive segments as one."""
+    first = segments[0]
+    return Segment(
+        rows=[row for s in segments for row in s.rows],
+        paths=[p for s in segments for p in s.paths],
+        statuses=[x for s in segments for x in s.statuses],
+        views=np.concatenate([s.views for s in segments]),
+        probabilities=np.concatenate([s.probabilities for s in segments]),
+        frames=np.concatenate([s.frames for s in segments]),
+        cams=None if first.cams is None else np.concatenate([s.cams for s in segments]),
+    )
+
+
 def _fsync_write(path: str, data: bytes) -> None:
     temporary = path + ".tmp"
     with open(temporary, "wb") as file:
@@ -84,10 +172,24 @@ def _fsync_write(path: str, data: bytes) -> None:
     os.replace(temporary, path)
 
 
-def _csv_line(fields: list[str]) -> bytes:
+def csv_line(fields: list[str]) -> bytes:
+    """One CSV line (UTF-8, "\\n"), quoted as classify_dir writes every row."""
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerow(fields)
     return buffer.getvalue().encode("utf-8")
+
+
+def write_manifest(csv_path: str, manifest: dict) -> None:
+    """Writes out.run.json atomically: it marks the outputs complete."""
+    _fsync_write(manifest_path(csv_path), json.dumps(manifest, indent=2).encode("utf-8"))
+
+
+def utc_now() -> str:
+    """The current time as the output files record it (UTC, ISO 8601, to the second)."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+# --- Writing a run ------------------------------------------------------------------------------
 
 
 class OutputWriter:
@@ -105,9 +207,9 @@ class OutputWriter:
         self.csv_path = csv_path
         self.cams_path = cams_path
         self.signature = signature
-        self.progress_path = csv_path + ".progress.json"
-        self.parts_dir = cams_path + ".parts" if cams_path else None
-        self.manifest_path = os.path.splitext(csv_path)[0] + ".run.json"
+        self.progress_path = progress_path(csv_path)
+        self.parts_dir = parts_dir(cams_path) if cams_path else None
+        self.manifest_path = manifest_path(csv_path)
         self.rows_done = 0
         self.parts = 0
         self.cam_shape: tuple[int, int] | None = None
@@ -132,7 +234,7 @@ class OutputWriter:
 
     def _killed_while_starting(self) -> bool:
         """True if the CSV holds at most its header: a run killed before its first commit."""
-        header = _csv_line(list(CSV_COLUMNS))
+        header = csv_line(list(CSV_COLUMNS))
         with open(self.csv_path, "rb") as file:
             return header.startswith(file.read(len(header) + 1))
 
@@ -146,7 +248,7 @@ class OutputWriter:
             shutil.rmtree(self.parts_dir, ignore_errors=True)
             os.makedirs(self.parts_dir)
         try:
-            _fsync_write(self.csv_path, _csv_line(list(CSV_COLUMNS)))
+            _fsync_write(self.csv_path, csv_line(list(CSV_COLUMNS)))
         except OSError as error:
             raise OutputError(f"cannot write {self.csv_path}: {error.strerror}") from None
         self._save_progress(os.path.getsize(self.csv_path))
@@ -204,7 +306,7 @@ class OutputWriter:
             os.replace(temporary, self._part_path(self.parts))
             self.parts += 1
         with open(self.csv_path, "ab") as file:
-            file.write(b"".join(_csv_line(row) for row in segment.rows))
+            file.write(b"".join(csv_line(row) for row in segment.rows))
             file.flush()
             os.fsync(file.fileno())
             csv_bytes = file.tell()
@@ -225,25 +327,14 @@ class OutputWriter:
             )
             os.replace(temporary, self.cams_path)
         manifest = dict(manifest, rows=self.rows_done, signature=self.signature)
-        manifest["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        _fsync_write(self.manifest_path, json.dumps(manifest, indent=2).encode("utf-8"))
+        manifest["finished"] = utc_now()
+        write_manifest(self.csv_path, manifest)
         os.remove(self.progress_path)
         if self.parts_dir:
             shutil.rmtree(self.parts_dir, ignore_errors=True)
 
 
-def count_rows(csv_path: str) -> tuple[int, collections.Counter, collections.Counter]:
-    """(rows, rows per view, rows per status) of a classify_dir CSV, streamed."""
-    views: collections.Counter = collections.Counter()
-    statuses: collections.Counter = collections.Counter()
-    rows = 0
-    with open(csv_path, newline="", encoding="utf-8") as file:
-        for row in csv.DictReader(file):
-            rows += 1
-            statuses[row["status"]] += 1
-            if row["view"]:
-                views[row["view"]] += 1
-    return rows, views, statuses
+# --- The HDF5 file ------------------------------------------------------------------------------
 
 
 def _string_dataset(group: h5py.Group, name: str, values: list[str], maxshape=None) -> None:
@@ -267,7 +358,7 @@ def create_cam_file(
     """An open HDF5 file with empty, chunked, gzip-compressed per-row datasets.
 
     gzip (deflate) and shuffle are built into every HDF5 library: plain h5py,
-    HDFView or MATLAB read the file without plugins.
+    HDFView or MATLAB read the file without plugins. Fill it with `write_block`.
     """
     file = h5py.File(path, "w")
     height, width = cam_shape
@@ -313,18 +404,156 @@ def create_cam_file(
     return file
 
 
+def write_block(file: h5py.File, start: int, block: dict[str, np.ndarray]) -> None:
+    """Writes rows start.. of every per-row dataset (`block` as `CamFile.block` returns it)."""
+    for name in CAM_DATASETS:
+        file[name][start : start + len(block[name])] = block[name]
+
+
 def assemble_cams(
     part_paths: list[str], path: str, attributes: dict, cam_shape: tuple[int, int]
 ) -> None:
     """Concatenates CAM part files, in order, into one final HDF5 file."""
-    counts = []
-    for part_path in part_paths:
-        with h5py.File(part_path, "r") as part:
-            counts.append(len(part["paths"]))
-    with create_cam_file(path, sum(counts), cam_shape, attributes) as out:
-        start = 0
-        for part_path, count in zip(part_paths, counts, strict=True):
-            with h5py.File(part_path, "r") as part:
-                for name in CAM_DATASETS:
-                    out[name][start : start + count] = part[name][...]
-            start += count
+    parts = [CamFile(part_path) for part_path in part_paths]
+    try:
+        with create_cam_file(path, sum(map(len, parts)), cam_shape, attributes) as out:
+            start = 0
+            for part in parts:
+                write_block(out, start, part.block(0, len(part)))
+                start += len(part)
+    finally:
+        for part in parts:
+            part.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class CamRow:
+    """One row of a CAM file, as overlays need it."""
+
+    path: str  # relative to the scan directory, as in the CSV
+    view: str  # the predicted view's name ("" for error rows)
+    confidence: float  # the largest probability (nan for error rows)
+    cam: np.ndarray  # float16 (h, w), 0..1
+    frame: np.ndarray  # float32 [center_y, center_x, side, angle] in source pixels
+
+
+class CamFile:
+    """Read access to a CAM HDF5 file (a final file or a segment part)."""
+
+    def __init__(self, path: str):
+        self.file = h5py.File(path, "r")
+
+    def __enter__(self) -> CamFile:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __len__(self) -> int:
+        return len(self.file["paths"])
+
+    @property
+    def attributes(self) -> dict:
+        return dict(self.file.attrs)
+
+    @property
+    def cam_shape(self) -> tuple[int, int]:
+        return tuple(self.file["cams"].shape[1:])
+
+    @property
+    def class_names(self) -> list[str]:
+        names = self.file.attrs.get("class_names", VIEWS)
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+    def block(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Rows start..stop-1 of every per-row dataset."""
+        return {name: self.file[name][start:stop] for name in CAM_DATASETS}
+
+    def row(self, index: int) -> CamRow:
+        view = int(self.file["views"][index])
+        path = self.file["paths"][index]
+        return CamRow(
+            path=path.decode() if isinstance(path, bytes) else str(path),
+            view=self.class_names[view] if view >= 0 else "",
+            confidence=float(np.nanmax(self.file["probabilities"][index])),
+            cam=self.file["cams"][index],
+            frame=self.file["frames"][index],
+        )
+
+
+# --- Reading the CSV and the manifest -----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class CsvRow:
+    """The fields of a CSV row that tools choose rows by."""
+
+    index: int  # 0 = the first data row
+    path: str
+    view: str  # "" for error rows
+    confidence: float | None  # None for error rows
+    status: str
+
+
+def read_rows(csv_path: str) -> Iterator[CsvRow]:
+    """The rows of a classify_dir CSV, streamed."""
+    with open(csv_path, newline="", encoding="utf-8") as file:
+        for index, row in enumerate(csv.DictReader(file)):
+            confidence = row["confidence"]
+            yield CsvRow(
+                index=index,
+                path=row["path"],
+                view=row["view"],
+                confidence=float(confidence) if confidence else None,
+                status=row["status"],
+            )
+
+
+def read_records(csv_path: str) -> Generator[list[str], None, None]:
+    """The data rows of a classify_dir CSV as raw fields, streamed.
+
+    The header is checked now (OutputError if it is not classify_dir's); the
+    file stays open until the rows are exhausted or the generator is closed.
+    """
+    file = open(csv_path, newline="", encoding="utf-8")  # noqa: SIM115 - closed by _records
+    reader = csv.reader(file)
+    if next(reader, None) != list(CSV_COLUMNS):
+        file.close()
+        raise OutputError(f"{csv_path} does not have classify_dir's columns")
+    return _records(file, reader)
+
+
+def _records(file: io.TextIOBase, reader) -> Generator[list[str], None, None]:
+    with file:
+        yield from reader
+
+
+def count_rows(csv_path: str) -> tuple[int, collections.Counter, collections.Counter]:
+    """(rows, rows per view, rows per status) of a classify_dir CSV, streamed."""
+    views: collections.Counter = collections.Counter()
+    statuses: collections.Counter = collections.Counter()
+    rows = 0
+    for row in read_rows(csv_path):
+        rows += 1
+        statuses[row.status] += 1
+        if row.view:
+            views[row.view] += 1
+    return rows, views, statuses
+
+
+def read_manifest(csv_path: str) -> dict | None:
+    """The run manifest of complete outputs, or None (unfinished, absent or unreadable)."""
+    try:
+        with open(manifest_path(csv_path), encoding="utf-8") as file:
+            manifest = json.load(file)
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def is_unfinished(csv_path: str) -> bool:
+    """Whether outputs at csv_path belong to a run that was started and not finished."""
+    return os.path.exists(progress_path(csv_path))

@@ -7,15 +7,14 @@ scan, so the overlay shows where on the original image the evidence was.
 
 from __future__ import annotations
 
-import csv
 import os
 
-import h5py
 import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw
 
 from brainview import image_files
+from brainview.classify import outputs
 
 OVERLAY_SIDE = 256  # longer side of each rendered overlay, pixels
 HEAT_ALPHA = 0.45
@@ -82,12 +81,11 @@ def choose_rows(
     csv_path: str, selection: str, count: int, status: str | None = None, seed: int = 0
 ) -> list[int]:
     """Row indices (0-based, CSV data rows) to render."""
-    candidates = []
-    with open(csv_path, newline="", encoding="utf-8") as file:
-        for index, row in enumerate(csv.DictReader(file)):
-            if row["status"] == "error" or (status and row["status"] != status):
-                continue
-            candidates.append((index, float(row["confidence"])))
+    candidates = [
+        (row.index, row.confidence)
+        for row in outputs.read_rows(csv_path)
+        if row.status != "error" and (not status or row.status == status)
+    ]
     if selection == "lowest_confidence":
         candidates.sort(key=lambda item: item[1])
     elif selection == "random":
@@ -102,24 +100,21 @@ def render_rows(scan_dir: str, cams_path: str, rows: list[int], output_dir: str)
     """Writes one overlay PNG per row and contact_sheet.png; returns the paths."""
     os.makedirs(output_dir, exist_ok=True)
     written, overlays = [], []
-    with h5py.File(cams_path, "r") as cams:
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in cams.attrs["class_names"]]
-        for row in rows:
-            path = cams["paths"][row].decode()
-            view = int(cams["views"][row])
-            confidence = float(np.nanmax(cams["probabilities"][row]))
-            source = os.path.join(os.fsencode(scan_dir), path.encode("utf-8"))
+    with outputs.CamFile(cams_path) as cams:
+        for index in rows:
+            row = cams.row(index)
+            source = os.path.join(os.fsencode(scan_dir), row.path.encode("utf-8"))
             try:
                 overlay = render_overlay(
                     source,
-                    cams["cams"][row],
-                    cams["frames"][row],
-                    f"{names[view]} {confidence:.2f} | {os.path.basename(path)}",
+                    row.cam,
+                    row.frame,
+                    f"{row.view} {row.confidence:.2f} | {os.path.basename(row.path)}",
                 )
             except image_files.ImageReadError as error:
-                print(f"skipped row {row} ({path}): {error}")
+                print(f"skipped row {index} ({row.path}): {error}")
                 continue
-            target = os.path.join(output_dir, f"row{row:07d}_{names[view]}.png")
+            target = os.path.join(output_dir, f"row{index:07d}_{row.view}.png")
             overlay.save(target)
             written.append(target)
             overlays.append(overlay)

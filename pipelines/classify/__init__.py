@@ -1,0 +1,21 @@
+"""classify_dir: a scan folder -> a CSV of predictions and an HDF5 of Grad-CAMs.
+
+One image's path through the modules, in order:
+
+    scan_files.py    walk the folder (a lazy, deterministic stream of paths, this
+                     shard's share) and read one file (never raises for bad files)
+    scan_input.py    the tf.data graph: decode in parallel -> preprocessing.preprocess
+                     -> equal-sized batches
+    prediction.py    probabilities and Grad-CAMs per batch, the batch distributed
+                     over the GPUs with the tf.distribute strategy
+    outputs.py       the output files: CSV columns, HDF5 layout, segment commits
+                     that survive a kill, and the readers of those files
+    classify_dir.py  the run: model, settings, resume, progress, summary
+
+and the tools that work on finished outputs, through `outputs.py`:
+
+    merge_shards.py  join the outputs of a --num_shards run
+    overlays.py      draw CAMs over the scans (bin/render_cams)
+
+Nothing here imports the dataset builders or TensorFlow Datasets.
+"""
