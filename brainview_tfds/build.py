@@ -67,8 +67,11 @@ def build(
         builder = builder_cls(config=request.config, **builder_kwargs)
     else:
         builder = tfds.builder(request.full_name, **builder_kwargs)
+    # TFDS's documented default manual_dir, spelled out so that the builders can
+    # say where they looked (see core/manual_files.py).
+    manual_dir = request.manual_dir or os.fspath(builder.data_dir_root / "downloads" / "manual")
     download_config = tfds.download.DownloadConfig(
-        manual_dir=request.manual_dir,
+        manual_dir=manual_dir,
         download_mode=(
             tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
             if overwrite

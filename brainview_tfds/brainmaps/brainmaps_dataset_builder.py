@@ -12,7 +12,7 @@ from absl import logging
 from etils import epath
 
 from brainview import image_files, labels
-from brainview_tfds.core import errors, features, splits
+from brainview_tfds.core import errors, features, manual_files, splits
 
 # Suffixes read as images (case-insensitive). Other files (notes, .DS_Store,
 # Thumbs.db) are skipped and counted in the log.
@@ -30,7 +30,7 @@ class _ImageEntry:
     specimen: str  # first subfolder below the view folder, or UNKNOWN_SPECIMEN
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(manual_files.ManualFilesMixin, tfds.core.GeneratorBasedBuilder):
     """BrainMaps.org images sorted by hand into coronal/ horizontal/ sagittal/."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -53,15 +53,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
-        try:
-            root = dl_manager.manual_dir
-        except AssertionError:  # TFDS: manual_dir missing or empty
+        root = self.manual_files_dir(dl_manager, required=True)
+        if not root.is_dir():
             raise errors.MissingSourceFileError(
                 dataset=self.name,
                 missing="the coronal/ horizontal/ sagittal/ image folders",
-                searched=str(dl_manager._manual_dir),
+                searched=str(root),
                 instructions=self.MANUAL_DOWNLOAD_INSTRUCTIONS,
-            ) from None
+            )
         entries = _find_images(root, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
         groups = _leakage_groups(entries)
         if len(set(groups)) < features.NUM_FOLDS:

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from brainview_tfds.core import errors, features, splits, volumes
+from brainview_tfds.core import errors, features, manual_files, splits, volumes
 
 
 @dataclasses.dataclass
@@ -71,7 +71,9 @@ def config_for_file(file_name: str, resolution_um: float, suffix: str = "") -> V
     )
 
 
-class VolumeSliceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class VolumeSliceBuilder(
+    manual_files.ManualFilesMixin, tfds.core.GeneratorBasedBuilder, skip_registration=True
+):
     """Slices one NRRD volume along all three axes into leakage-free folds."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -109,19 +111,15 @@ class VolumeSliceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
     def _locate_volume(self, dl_manager: tfds.download.DownloadManager) -> epath.Path:
         """The volume file from manual_dir if there, else from the download manager."""
         config = self.builder_config
-        try:
-            candidate = dl_manager.manual_dir / config.file_name
-            if candidate.exists():
-                return candidate
-            searched = str(dl_manager.manual_dir)
-        except AssertionError:  # TFDS: manual_dir missing or empty
-            searched = str(dl_manager._manual_dir)
+        manual_dir = self.manual_files_dir(dl_manager, required=config.url is None)
+        if manual_dir is not None and (manual_dir / config.file_name).exists():
+            return manual_dir / config.file_name
         if config.url:
             return dl_manager.download(config.url)
         raise errors.MissingSourceFileError(
             dataset=f"{self.name}/{config.name}",
             missing=config.file_name,
-            searched=searched,
+            searched=str(manual_dir),
             instructions=self.MANUAL_DOWNLOAD_INSTRUCTIONS,
         )
 
