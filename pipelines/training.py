@@ -8,13 +8,16 @@ A run directory holds, when the run is complete:
     history.csv, logs/             per-epoch metrics, TensorBoard logs
 
 While a run is in progress `backup/` holds the state of the last finished
-epoch (Keras BackupAndRestore: weights, optimizer, epoch). Running the same
-command again after an interrupt resumes from there and trains only the
-remaining epochs; a complete run (metrics.json present) is not repeated.
+epoch (Keras BackupAndRestore: weights, optimizer, epoch) and `epochs_done.json`
+how many epochs that is (written by brainview after each backup: Keras' own
+count is private to its backup files). Running the same command again after an
+interrupt resumes from there and trains only the remaining epochs; a complete
+run (metrics.json present) is not repeated.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -84,12 +87,37 @@ def _compile(model: keras.Model, settings: TrainSettings, steps_per_epoch: int) 
     )
 
 
-def _completed_epochs(backup_dir: str) -> int:
-    path = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.exists(path):
+EPOCHS_DONE_FILE = "epochs_done.json"
+
+
+def _write_json_atomically(path: str, value: dict) -> None:
+    temporary = path + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as file:
+        json.dump(value, file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def completed_epochs(run_dir: str) -> int:
+    """Epochs of an interrupted run already saved by its backup (0 if none, or unreadable)."""
+    try:
+        with open(os.path.join(run_dir, EPOCHS_DONE_FILE), encoding="utf-8") as file:
+            return int(json.load(file)["epochs_done"])
+    except (OSError, ValueError, KeyError, TypeError):
         return 0
-    with open(path, encoding="utf-8") as file:
-        return int(json.load(file)["epoch"])
+
+
+class EpochRecord(keras.callbacks.Callback):
+    """Writes epochs_done.json after every epoch; placed after BackupAndRestore, so the
+    count never runs ahead of the saved state."""
+
+    def __init__(self, run_dir: str):
+        super().__init__()
+        self.path = os.path.join(run_dir, EPOCHS_DONE_FILE)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        _write_json_atomically(self.path, {"epochs_done": epoch + 1})
 
 
 def _features_only(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -133,7 +161,7 @@ def train_run(
         _compile(model, settings, steps)
 
     backup_dir = os.path.join(run_dir, "backup")
-    done = _completed_epochs(backup_dir)
+    done = completed_epochs(run_dir)
     if done:
         print(f"{run.name}: resuming after epoch {done} of {settings.epochs}", flush=True)
     callbacks = [
@@ -141,6 +169,7 @@ def train_run(
         keras.callbacks.BackupAndRestore(
             backup_dir, double_checkpoint=True, delete_checkpoint=False
         ),
+        EpochRecord(run_dir),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
     ]
@@ -225,6 +254,8 @@ def train_run(
     )
     evaluation.write_metrics(result, metrics_path)  # last: marks the run complete
     shutil.rmtree(backup_dir, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(run_dir, EPOCHS_DONE_FILE))
     return result
 
 

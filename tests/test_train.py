@@ -71,11 +71,9 @@ def test_tiny_training_beats_chance_on_held_out_specimens(phantom_data_dir, tmp_
 
 
 def _completed_epochs(run_dir) -> int:
-    path = run_dir / "backup" / "training_metadata.json"
-    try:
-        return json.loads(path.read_text())["epoch"]
-    except (OSError, ValueError, KeyError):
-        return 0
+    from brainview import training
+
+    return training.completed_epochs(str(run_dir))
 
 
 @pytest.mark.slow
