@@ -20,6 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags, logging
 
+from brainview.cli import flag_errors
+
 FLAGS = flags.FLAGS
 
 # What to build.
@@ -51,6 +53,14 @@ flags.DEFINE_string("brainmaps_dir", None, "Folder with coronal/ horizontal/ sag
 
 # How.
 flags.DEFINE_bool("overwrite", False, "Rebuild datasets that are already built.")
+
+
+@flags.multi_flags_validator(
+    ["datasets", "allen_ccfv3_file", "allen_nissl_file"],
+    "nothing to build: pass --datasets or --allen_*_file",
+)
+def _check_something_to_build(values: dict) -> bool:
+    return any(values.values())
 
 
 def _requests() -> list:
@@ -95,8 +105,6 @@ def main(argv: list[str]) -> int:
     except known_errors as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    if not requests:
-        raise app.UsageError("nothing to build: pass --datasets or --allen_*_file")
 
     registered = set(tfds.list_builders(with_community_datasets=False))
     summaries, failures = {}, []
@@ -129,7 +137,7 @@ def main(argv: list[str]) -> int:
 
 def run() -> None:
     logging.set_verbosity(logging.WARNING)
-    app.run(main)
+    app.run(main, flags_parser=flag_errors.parse_flags)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags, logging
 
+from brainview.cli import flag_errors
+
 FLAGS = flags.FLAGS
 
 # Model.
@@ -33,7 +35,9 @@ flags.DEFINE_string(
     "runs/demo/holdout/model.keras",
     "A model.keras written by bin/train (its model.json must be beside it).",
 )
-flags.DEFINE_integer("image_size", None, "Model input size (default: the size it was trained at).")
+flags.DEFINE_integer(
+    "image_size", None, "Model input size (default: the size it was trained at).", lower_bound=32
+)
 flags.DEFINE_bool(
     "tta",
     None,
@@ -46,7 +50,10 @@ flags.DEFINE_string("cams", None, "Write Grad-CAMs to this HDF5 file.")
 flags.DEFINE_bool("resume", False, "Continue an interrupted run of the same command.")
 flags.DEFINE_bool("overwrite", False, "Replace existing outputs.")
 flags.DEFINE_integer(
-    "commit_every", 2048, "Rows per durable commit; a kill loses at most this much work."
+    "commit_every",
+    2048,
+    "Rows per durable commit; a kill loses at most this much work.",
+    lower_bound=1,
 )
 
 # Scale.
@@ -55,17 +62,26 @@ flags.DEFINE_integer(
     0,
     "Images per batch across all GPUs; 0: sized for the devices present (64 on a CPU, "
     "512 per GPU at 224 px).",
+    lower_bound=0,
 )
-flags.DEFINE_integer("num_shards", 1, "Split the directory into this many shards...")
-flags.DEFINE_integer("shard_index", 0, "...and process this one (0-based).")
+flags.DEFINE_integer("num_shards", 1, "Split the directory into this many shards...", lower_bound=1)
+flags.DEFINE_integer("shard_index", 0, "...and process this one (0-based).", lower_bound=0)
 flags.DEFINE_integer(
     "max_decode_side",
     2048,
     "Images are decoded at most this large (longer side), with JPEG decoded at reduced "
     "scale; bounds memory for huge scans.",
+    lower_bound=1,
 )
 flags.DEFINE_bool("include_hidden", False, "Also classify hidden files (names starting with '.').")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+@flags.multi_flags_validator(
+    ["num_shards", "shard_index"], "--shard_index must be less than --num_shards"
+)
+def _check_shard(values: dict) -> bool:
+    return values["shard_index"] < values["num_shards"]
 
 
 def main(argv: list[str]) -> int:
@@ -74,8 +90,6 @@ def main(argv: list[str]) -> int:
     scan_dir, output_csv = argv[1], argv[2]
     from brainview.classify import classify_dir, outputs
 
-    if FLAGS.batch_size < 0 or FLAGS.commit_every < 1 or FLAGS.num_shards < 1:
-        raise app.UsageError("--commit_every and --num_shards must be positive, --batch_size >= 0")
     config = classify_dir.ClassifyConfig(
         scan_dir=scan_dir,
         output_csv=output_csv,
@@ -106,7 +120,7 @@ def main(argv: list[str]) -> int:
 
 def run() -> None:
     logging.set_verbosity(logging.WARNING)
-    app.run(main)
+    app.run(main, flags_parser=flag_errors.parse_flags)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags
 
+from brainview.cli import flag_errors
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("cams", None, "Also merge the shards' CAM files into this HDF5 file.")
@@ -45,7 +47,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    app.run(main)
+    app.run(main, flags_parser=flag_errors.parse_flags)
 
 
 if __name__ == "__main__":

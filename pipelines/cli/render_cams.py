@@ -15,6 +15,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags
 
+from brainview.cli import flag_errors
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_list("rows", [], "Row numbers to render (0 = first data row of the CSV).")
@@ -22,8 +24,20 @@ flags.DEFINE_string("csv", None, "The run's CSV, to choose rows with --select/--
 flags.DEFINE_enum(
     "select", "first", ["first", "lowest_confidence", "random"], "How to choose rows from --csv."
 )
-flags.DEFINE_integer("count", 12, "How many rows to choose from --csv.")
-flags.DEFINE_string("status", None, "Only rows with this status (ok, uncertain, blank).")
+flags.DEFINE_integer("count", 12, "How many rows to choose from --csv.", lower_bound=1)
+flags.DEFINE_enum(
+    "status", None, ["ok", "uncertain", "blank"], "Only rows with this status (with --csv)."
+)
+
+
+@flags.multi_flags_validator(["rows", "csv"], "pass --rows, or --csv to choose rows")
+def _check_rows_chosen(values: dict) -> bool:
+    return bool(values["rows"] or values["csv"])
+
+
+@flags.validator("rows", "--rows must be row numbers (0 = the first data row), e.g. 0,5,17")
+def _check_rows(values: list[str]) -> bool:
+    return all(value.isdigit() for value in values)
 
 
 def main(argv: list[str]) -> int:
@@ -34,10 +48,8 @@ def main(argv: list[str]) -> int:
 
     if FLAGS.rows:
         rows = [int(r) for r in FLAGS.rows]
-    elif FLAGS.csv:
-        rows = overlays.choose_rows(FLAGS.csv, FLAGS.select, FLAGS.count, FLAGS.status)
     else:
-        raise app.UsageError("pass --rows, or --csv to choose rows")
+        rows = overlays.choose_rows(FLAGS.csv, FLAGS.select, FLAGS.count, FLAGS.status)
     if not os.path.exists(cams_path):
         print(f"error: {cams_path} not found (run classify_dir with --cams)", file=sys.stderr)
         return 2
@@ -50,7 +62,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    app.run(main)
+    app.run(main, flags_parser=flag_errors.parse_flags)
 
 
 if __name__ == "__main__":

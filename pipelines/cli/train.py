@@ -33,6 +33,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags, logging
 
+from brainview.cli import flag_errors
+
 FLAGS = flags.FLAGS
 
 # Data.
@@ -68,13 +70,16 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "trainable_layers", "5", "Backbone layers to train: 'all', or N last layers (original: 5)."
 )
-flags.DEFINE_integer("head_units", 128, "Units of the Dense(relu) layer of the head.")
+flags.DEFINE_integer(
+    "head_units", 128, "Units of the Dense(relu) layer of the head.", lower_bound=1
+)
 flags.DEFINE_integer(
     "image_size",
     128,
     "Model input side in pixels (the original used 512). 128: as accurate across datasets as "
     "larger inputs in our measurements (README, Results), more robust to remounting than 64, "
     "a third of the computation of 224.",
+    lower_bound=32,
 )
 flags.DEFINE_enum(
     "preprocessing",
@@ -93,18 +98,20 @@ flags.DEFINE_string(
 )
 
 # Training.
-flags.DEFINE_integer("epochs", 10, "Training epochs.")
+flags.DEFINE_integer("epochs", 10, "Training epochs.", lower_bound=1)
 flags.DEFINE_integer(
     "steps_per_epoch",
     0,
     "Batches per epoch (0: one pass over the training data). A fixed number gives runs on "
     "datasets of different sizes the same amount of training.",
+    lower_bound=0,
 )
 flags.DEFINE_integer(
     "batch_size",
     32,
     "Global batch size, split across GPUs; 0: sized for the devices present (32 on a CPU, "
     "256 per GPU at 224 px, more for smaller images).",
+    lower_bound=0,
 )
 flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate (the original: 1e-4).")
 flags.DEFINE_enum(
@@ -142,6 +149,32 @@ flags.DEFINE_bool("overwrite", False, "Delete --output_dir first instead of resu
 flags.DEFINE_string("recipe", "", "A name for this recipe, recorded in the model card.")
 
 flags.mark_flag_as_required("output_dir")
+
+
+@flags.validator("trainable_layers", "--trainable_layers must be 'all' or a number")
+def _check_trainable_layers(value: str) -> bool:
+    return value == "all" or value.isdigit()
+
+
+@flags.validator("augment")
+def _check_augment(value: str) -> bool:
+    from brainview import augmentation
+
+    try:
+        augmentation.parse_augmentations(value)
+    except ValueError as error:
+        raise flags.ValidationError(str(error)) from None
+    return True
+
+
+@flags.validator("uncertain_below", "--uncertain_below must be 'auto' or a number in [0, 1]")
+def _check_uncertain_below(value: str) -> bool:
+    if value == "auto":
+        return True
+    try:
+        return 0 <= float(value) <= 1
+    except ValueError:
+        return False
 
 
 class SetupError(Exception):
@@ -193,45 +226,22 @@ def _check_datasets(sources: list[str], data_dir: str | None) -> None:
             )
 
 
-def _uncertain_below() -> float | None:
-    if FLAGS.uncertain_below == "auto":
-        return None
-    try:
-        value = float(FLAGS.uncertain_below)
-    except ValueError:
-        raise SetupError(
-            f"--uncertain_below must be 'auto' or a number, got {FLAGS.uncertain_below!r}"
-        ) from None
-    if not 0 <= value <= 1:
-        raise SetupError(f"--uncertain_below must be in [0, 1], got {value}")
-    return value
-
-
-def _settings():
+def settings_from_flags():
+    """The training.TrainSettings of the parsed flags (valid: absl checked them)."""
     from brainview import augmentation, training, training_input
 
-    if FLAGS.trainable_layers != "all" and not FLAGS.trainable_layers.isdigit():
-        raise SetupError(
-            f"--trainable_layers must be 'all' or a number, got {FLAGS.trainable_layers!r}"
-        )
     if FLAGS.weights == "none" and FLAGS.trainable_layers != "all":
         logging.warning(
             "--weights=none with --trainable_layers=%s trains a random backbone's last layers only; "
             "use --trainable_layers=all to train from scratch",
             FLAGS.trainable_layers,
         )
-    if FLAGS.image_size < 32:
-        raise SetupError(f"--image_size must be at least 32, got {FLAGS.image_size}")
-    try:
-        augmentations = augmentation.parse_augmentations(FLAGS.augment)
-    except ValueError as error:
-        raise SetupError(f"--augment: {error}") from None
     return training.TrainSettings(
         pipeline=training_input.PipelineConfig(
             image_size=FLAGS.image_size,
             batch_size=FLAGS.batch_size,
             preprocessing=FLAGS.preprocessing,
-            augmentations=augmentations,
+            augmentations=augmentation.parse_augmentations(FLAGS.augment),
             dark_filter=FLAGS.dark_filter,
             balance=FLAGS.balance,
             cache=FLAGS.cache,
@@ -246,7 +256,7 @@ def _settings():
         weights=FLAGS.weights,
         trainable_layers=FLAGS.trainable_layers,
         head_units=FLAGS.head_units,
-        uncertain_below=_uncertain_below(),
+        uncertain_below=None if FLAGS.uncertain_below == "auto" else float(FLAGS.uncertain_below),
         tta=FLAGS.tta,
         recipe=FLAGS.recipe,
     )
@@ -260,7 +270,7 @@ def main(argv: list[str]) -> int:
     from brainview import devices, experiments, model, training, training_input
 
     try:
-        settings = _settings()
+        settings = settings_from_flags()
         try:
             runs = experiments.make_runs(
                 FLAGS.experiment,
@@ -310,9 +320,21 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def settings_from_args(args: list[str]):
+    """The TrainSettings `bin/train ARGS` would train with, e.g. for
+    ["--flagfile=configs/demo.flags", "--image_size=224"] (benchmarks use it).
+
+    Parses into this process's absl flags (reset first), so call it from
+    programs that do not use these flags otherwise.
+    """
+    FLAGS.unparse_flags()
+    FLAGS(["train", *args])
+    return settings_from_flags()
+
+
 def run() -> None:
     logging.set_verbosity(logging.WARNING)
-    app.run(main)
+    app.run(main, flags_parser=flag_errors.parse_flags)
 
 
 if __name__ == "__main__":
