@@ -45,36 +45,23 @@ def settings_for(ctx: common.Context) -> Settings:
     )
 
 
-def demo_flags(path: str = DEMO_FLAGFILE) -> dict[str, str]:
-    """--name=value lines of a flagfile (comments skipped)."""
-    flags = {}
-    with open(path, encoding="utf-8") as file:
-        for line in file:
-            line = line.strip()
-            if line.startswith("--") and "=" in line:
-                name, value = line[2:].split("=", 1)
-                flags[name] = value
-    return flags
+def _train_settings(settings: Settings, image_size: int, data_dir: str):
+    """bin/train's settings for the demo flagfile at this size and budget.
 
+    The flagfile is parsed by absl with bin/train's own flag definitions, so
+    every flag it sets (and every default it does not) reaches the run.
+    """
+    from brainview.cli import train
 
-def _train_settings(flags: dict[str, str], settings: Settings, image_size: int, data_dir: str):
-    from brainview import augmentation, training, training_input
-
-    return training.TrainSettings(
-        pipeline=training_input.PipelineConfig(
-            image_size=image_size,
-            batch_size=settings.batch_size,
-            preprocessing=flags.get("preprocessing", "section"),
-            augmentations=augmentation.parse_augmentations(flags.get("augment", "none")),
-            balance=flags.get("balance", "none"),
-            data_dir=data_dir,
-        ),
-        epochs=settings.epochs,
-        learning_rate=float(flags["learning_rate"]),
-        lr_schedule=flags.get("lr_schedule", "constant"),
-        weights=flags["weights"],
-        trainable_layers=flags["trainable_layers"],
-        recipe="bench image_size",
+    return train.settings_from_args(
+        [
+            f"--flagfile={DEMO_FLAGFILE}",
+            f"--image_size={image_size}",
+            f"--epochs={settings.epochs}",
+            f"--batch_size={settings.batch_size}",
+            f"--data_dir={data_dir}",
+            "--recipe=bench image_size",
+        ]
     )
 
 
@@ -109,7 +96,7 @@ def _train_and_score(source: str, train, repeats: int) -> dict:
     )
     steady_steps = len(clock.times) - 1  # the first step (tracing) left out
     test = evaluation.predict(
-        model, training_input.evaluation_dataset((source,), run.test_split, config)
+        model, training_input.evaluation_dataset((source,), run.test_split, config), train.tta
     )
     accuracy = float(np.mean(test.probabilities.argmax(axis=1) == test.labels))
 
@@ -134,11 +121,10 @@ def run(ctx: common.Context) -> dict:
     settings = settings_for(ctx)
     source = f"brain_phantom/{settings.phantom_config}"
     data_dir = data.phantom_data_dir(ctx.path("tfds"), settings.phantom_config)
-    flags = demo_flags()
     repeats = ctx.repeats(quick=3, full=5)
     results = {}
     for size in settings.sizes:
-        train = _train_settings(flags, settings, size, data_dir)
+        train = _train_settings(settings, size, data_dir)
         results[str(size)] = _train_and_score(source, train, repeats)
     return {
         "settings": {
