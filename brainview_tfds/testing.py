@@ -15,7 +15,7 @@ import tempfile
 import numpy as np
 from PIL import Image
 
-from brainview_tfds.brain_phantom import phantom_volumes
+from brainview_tfds.brain_phantom import phantom_volumes, rendering
 from brainview_tfds.core import volumes
 
 DUMMY_VOLUME_SHAPE = (28, 18, 24)
@@ -52,9 +52,7 @@ def _bright_field_sections(view: str, count: int, seed: int) -> list[np.ndarray]
     indices = np.linspace(0.25 * total, 0.75 * total, count).astype(int)
     rng = np.random.default_rng(seed)
     return [
-        phantom_volumes.render_section(
-            volumes.display_slice(density, view, int(i)), appearance, rng
-        )
+        rendering.render_section(volumes.display_slice(density, view, int(i)), appearance, rng)
         for i in indices
     ]
 

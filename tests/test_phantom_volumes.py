@@ -1,4 +1,4 @@
-"""Tests for the procedural mouse-brain phantom (brainview_tfds.brain_phantom.phantom_volumes).
+"""Tests for the procedural mouse-brain phantom (brainview_tfds.brain_phantom: anatomy, rendering).
 
 The phantom is the default dataset and a domain-randomization source, so these tests pin
 what a plane classifier relies on: determinism, a brain that sits inside the volume with
@@ -14,16 +14,17 @@ import functools
 import numpy as np
 import pytest
 
-from brainview_tfds.brain_phantom import phantom_volumes as pv
+from brainview_tfds.brain_phantom import anatomy as brain_anatomy
+from brainview_tfds.brain_phantom import phantom_volumes, rendering
 
 SEEDS = (0, 1, 2, 3, 4, 5)
 TISSUE = 0.02  # density above which a voxel counts as brain
 
 
 @functools.cache
-def specimen(seed: int) -> tuple[np.ndarray, pv.Anatomy, pv.Appearance]:
+def specimen(seed: int) -> tuple[np.ndarray, brain_anatomy.Anatomy, rendering.Appearance]:
     """Each default-size specimen takes ~0.5 s to build, so build it once per session."""
-    return pv.make_specimen(seed)
+    return phantom_volumes.make_specimen(seed)
 
 
 def central_slice(volume: np.ndarray, axis: int) -> np.ndarray:
@@ -44,11 +45,11 @@ def mirror_correlation(section: np.ndarray, axis: int) -> float:
     return float(np.corrcoef(cropped.ravel(), np.flip(cropped, axis=axis).ravel())[0, 1])
 
 
-def appearance_with(polarity: str, seed: int = 0) -> pv.Appearance:
+def appearance_with(polarity: str, seed: int = 0) -> rendering.Appearance:
     """A sampled appearance of the requested polarity (the sampler picks polarity itself)."""
     rng = np.random.default_rng(seed)
     while True:
-        appearance = pv.sample_appearance(rng)
+        appearance = rendering.sample_appearance(rng)
         if appearance.polarity == polarity:
             return appearance
 
@@ -62,8 +63,8 @@ def border_pixels(image: np.ndarray) -> np.ndarray:
 
 
 def test_same_seed_gives_bit_identical_volume_anatomy_and_appearance() -> None:
-    volume, anatomy, appearance = pv.make_specimen(7)
-    again_volume, again_anatomy, again_appearance = pv.make_specimen(7)
+    volume, anatomy, appearance = phantom_volumes.make_specimen(7)
+    again_volume, again_anatomy, again_appearance = phantom_volumes.make_specimen(7)
     np.testing.assert_array_equal(volume, again_volume)
     assert anatomy == again_anatomy
     assert appearance == again_appearance
@@ -72,8 +73,8 @@ def test_same_seed_gives_bit_identical_volume_anatomy_and_appearance() -> None:
 def test_same_rng_seed_gives_identical_renders() -> None:
     volume, _, appearance = specimen(0)
     section = central_slice(volume, axis=0)
-    first = pv.render_section(section, appearance, np.random.default_rng(3))
-    second = pv.render_section(section, appearance, np.random.default_rng(3))
+    first = rendering.render_section(section, appearance, np.random.default_rng(3))
+    second = rendering.render_section(section, appearance, np.random.default_rng(3))
     np.testing.assert_array_equal(first, second)
 
 
@@ -88,8 +89,8 @@ def test_different_render_rngs_give_different_noise() -> None:
     volume, _, appearance = specimen(0)
     noisy = dataclasses.replace(appearance, noise_sigma=0.03)
     section = central_slice(volume, axis=0)
-    first = pv.render_section(section, noisy, np.random.default_rng(1))
-    second = pv.render_section(section, noisy, np.random.default_rng(2))
+    first = rendering.render_section(section, noisy, np.random.default_rng(1))
+    second = rendering.render_section(section, noisy, np.random.default_rng(2))
     assert not np.array_equal(first, second)
 
 
@@ -109,7 +110,7 @@ def test_volume_is_float32_in_unit_range_with_requested_shape(seed: int) -> None
 def test_custom_shape_samples_the_same_brain() -> None:
     """`shape` sets the sampling only: the brain's share of the volume does not change."""
     _, anatomy, _ = specimen(2)
-    coarse = pv.make_density_volume(anatomy, (40, 24, 34))
+    coarse = brain_anatomy.make_density_volume(anatomy, (40, 24, 34))
     fine, _, _ = specimen(2)
     assert coarse.shape == (40, 24, 34)
     assert np.mean(coarse > TISSUE) == pytest.approx(np.mean(fine > TISSUE), rel=0.1)
@@ -143,7 +144,7 @@ def test_brain_extent_matches_adult_mouse_proportions(seed: int) -> None:
     volume, _, _ = specimen(seed)
     voxels = np.argwhere(volume > TISSUE)
     extent_mm = (voxels.max(axis=0) - voxels.min(axis=0) + 1) * (
-        np.array(pv.VOLUME_EXTENT_MM) / volume.shape
+        np.array(brain_anatomy.VOLUME_EXTENT_MM) / volume.shape
     )
     ap_mm, si_mm, lr_mm = extent_mm
     assert 8.0 < ap_mm < 12.5
@@ -225,9 +226,9 @@ def test_paired_bulbs_in_front_single_medulla_behind(seed: int) -> None:
 
 def test_appearance_sampler_covers_both_polarities() -> None:
     rng = np.random.default_rng(0)
-    polarities = [pv.sample_appearance(rng).polarity for _ in range(200)]
-    bright_share = polarities.count(pv.BRIGHT_FIELD) / len(polarities)
-    assert set(polarities) == {pv.BRIGHT_FIELD, pv.DARK_FIELD}
+    polarities = [rendering.sample_appearance(rng).polarity for _ in range(200)]
+    bright_share = polarities.count(rendering.BRIGHT_FIELD) / len(polarities)
+    assert set(polarities) == {rendering.BRIGHT_FIELD, rendering.DARK_FIELD}
     assert 0.35 < bright_share < 0.65
 
 
@@ -235,7 +236,9 @@ def test_appearance_sampler_covers_both_polarities() -> None:
 def test_render_is_uint8_rgb_with_the_section_shape(shape: tuple[int, int]) -> None:
     density = np.zeros(shape, np.float32)
     density[shape[0] // 4 : 3 * shape[0] // 4, shape[1] // 4 : 3 * shape[1] // 4] = 0.7
-    image = pv.render_section(density, appearance_with(pv.BRIGHT_FIELD), np.random.default_rng(0))
+    image = rendering.render_section(
+        density, appearance_with(rendering.BRIGHT_FIELD), np.random.default_rng(0)
+    )
     assert image.shape == (*shape, 3)
     assert image.dtype == np.uint8
 
@@ -244,8 +247,8 @@ def test_render_is_uint8_rgb_with_the_section_shape(shape: tuple[int, int]) -> N
 def test_bright_field_renders_have_light_borders_and_darker_tissue(seed: int) -> None:
     volume, _, _ = specimen(0)
     section = central_slice(volume, axis=0)
-    image = pv.render_section(
-        section, appearance_with(pv.BRIGHT_FIELD, seed), np.random.default_rng(seed)
+    image = rendering.render_section(
+        section, appearance_with(rendering.BRIGHT_FIELD, seed), np.random.default_rng(seed)
     )
     border = border_pixels(image).mean()
     tissue = image[section > 0.3].mean()
@@ -257,8 +260,8 @@ def test_bright_field_renders_have_light_borders_and_darker_tissue(seed: int) ->
 def test_dark_field_renders_have_dark_borders_and_brighter_tissue(seed: int) -> None:
     volume, _, _ = specimen(0)
     section = central_slice(volume, axis=0)
-    image = pv.render_section(
-        section, appearance_with(pv.DARK_FIELD, seed), np.random.default_rng(seed)
+    image = rendering.render_section(
+        section, appearance_with(rendering.DARK_FIELD, seed), np.random.default_rng(seed)
     )
     border = border_pixels(image).mean()
     tissue = image[section > 0.3].mean()
@@ -272,7 +275,7 @@ def test_inverted_contrast_keeps_polarity_but_flips_tissue_ranking() -> None:
     section[10:30, 10:20] = 0.9  # cell-dense
     section[10:30, 20:30] = 0.2  # cell-poor
     plain = dataclasses.replace(
-        appearance_with(pv.DARK_FIELD),
+        appearance_with(rendering.DARK_FIELD),
         invert_tissue_contrast=False,
         blur_sigma_px=0.0,
         noise_sigma=0.0,
@@ -282,7 +285,7 @@ def test_inverted_contrast_keeps_polarity_but_flips_tissue_ranking() -> None:
     )
     inverted = dataclasses.replace(plain, invert_tissue_contrast=True)
     for appearance, dense_brighter in ((plain, True), (inverted, False)):
-        image = pv.render_section(section, appearance, np.random.default_rng(0)).mean(axis=2)
+        image = rendering.render_section(section, appearance, np.random.default_rng(0)).mean(axis=2)
         dense, sparse = image[12:28, 12:18].mean(), image[12:28, 22:28].mean()
         assert (dense > sparse) == dense_brighter
         assert min(dense, sparse) > image[:5].mean()
@@ -292,7 +295,7 @@ def test_blur_softens_edges_but_keeps_mean() -> None:
     section = np.zeros((40, 40), np.float32)
     section[:, 20:] = 0.8
     sharp = dataclasses.replace(
-        appearance_with(pv.DARK_FIELD),
+        appearance_with(rendering.DARK_FIELD),
         blur_sigma_px=0.0,
         noise_sigma=0.0,
         speckle_sigma=0.0,
@@ -301,8 +304,10 @@ def test_blur_softens_edges_but_keeps_mean() -> None:
         dust_rate=0.0,
     )
     blurred = dataclasses.replace(sharp, blur_sigma_px=2.0)
-    sharp_image = pv.render_section(section, sharp, np.random.default_rng(0)).astype(float)
-    blurred_image = pv.render_section(section, blurred, np.random.default_rng(0)).astype(float)
+    sharp_image = rendering.render_section(section, sharp, np.random.default_rng(0)).astype(float)
+    blurred_image = rendering.render_section(section, blurred, np.random.default_rng(0)).astype(
+        float
+    )
     sharp_step = np.abs(np.diff(sharp_image[20, :, 1])).max()
     blurred_step = np.abs(np.diff(blurred_image[20, :, 1])).max()
     assert blurred_step < 0.6 * sharp_step
@@ -310,12 +315,14 @@ def test_blur_softens_edges_but_keeps_mean() -> None:
 
 
 def test_empty_section_renders_as_plain_background() -> None:
-    appearance = dataclasses.replace(appearance_with(pv.BRIGHT_FIELD), dust_rate=0.0)
-    image = pv.render_section(np.zeros((48, 68), np.float32), appearance, np.random.default_rng(0))
+    appearance = dataclasses.replace(appearance_with(rendering.BRIGHT_FIELD), dust_rate=0.0)
+    image = rendering.render_section(
+        np.zeros((48, 68), np.float32), appearance, np.random.default_rng(0)
+    )
     expected = np.array(appearance.background_rgb) * 255
     assert np.all(np.abs(image.reshape(-1, 3).mean(axis=0) - expected) < 40)
 
 
 def test_describe_names_polarity_and_stain() -> None:
-    appearance = appearance_with(pv.DARK_FIELD)
-    assert appearance.describe().startswith(f"{pv.DARK_FIELD} {appearance.stain}")
+    appearance = appearance_with(rendering.DARK_FIELD)
+    assert appearance.describe().startswith(f"{rendering.DARK_FIELD} {appearance.stain}")

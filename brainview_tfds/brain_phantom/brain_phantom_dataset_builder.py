@@ -1,7 +1,7 @@
 """brain_phantom: procedurally generated mouse-brain-like volumes, sliced on 3 axes.
 
 The embedded default dataset: no download, deterministic, builds in seconds.
-Each specimen is a random anatomy (`phantom_volumes.sample_anatomy`) imaged
+Each specimen is a random anatomy (`anatomy.sample_anatomy`) imaged
 with a random appearance (bright- or dark-field, stain tint, noise, blur), so
 the dataset doubles as a domain-randomization source for training.
 """
@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 import tensorflow_datasets as tfds
 
-from brainview_tfds.brain_phantom import phantom_volumes
+from brainview_tfds.brain_phantom import anatomy, phantom_volumes, rendering
 from brainview_tfds.core import features, volumes
 
 # Slices whose tissue covers less of the image than this carry no plane
@@ -69,7 +69,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, specimens: range) -> Iterator[tuple[str, dict[str, Any]]]:
         config = self.builder_config
-        resolution_um = 1000 * phantom_volumes.VOLUME_EXTENT_MM[0] / config.shape[0]
+        resolution_um = 1000 * anatomy.VOLUME_EXTENT_MM[0] / config.shape[0]
         for number in specimens:
             seed = config.first_seed + number
             density, _, appearance = phantom_volumes.make_specimen(seed, config.shape)
@@ -84,7 +84,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                     yield (
                         f"{specimen}/{view}/{index:04d}",
                         features.make_example(
-                            image=phantom_volumes.render_section(section, appearance, rng),
+                            image=rendering.render_section(section, appearance, rng),
                             view=view,
                             origin=self.name,
                             specimen=specimen,

@@ -15,7 +15,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from brainview_tfds.brain_phantom import phantom_volumes
+from brainview_tfds.brain_phantom import phantom_volumes, rendering
 from brainview_tfds.core import volumes
 
 FORMATS = ("png", "jpg", "tif", "png", "bmp", "tif16")
@@ -57,7 +57,7 @@ def write_sample_scans(
         total = volumes.num_slices(density, view)
         index = int(rng.integers(int(0.25 * total), int(0.75 * total)))
         section = volumes.display_slice(density, view, index)
-        pixels = phantom_volumes.render_section(section, appearance, rng)
+        pixels = rendering.render_section(section, appearance, rng)
         image = Image.fromarray(pixels)
         image = image.resize((image.width * scale, image.height * scale), Image.Resampling.BICUBIC)
         border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
