@@ -13,6 +13,9 @@ from brainview.labels import VIEWS
 from brainview_tfds import testing
 from tests.conftest import REPO_ROOT, require_shared
 
+# Tier: the binary and TFDS builds on generated sources (see conftest.py).
+pytestmark = pytest.mark.integration
+
 BUILD_DATASETS = os.path.join(REPO_ROOT, "bin", "build_datasets")
 
 

@@ -10,9 +10,10 @@ model are fast; everything that starts a classification subprocess (~15-30 s
 each on a 2-core CPU) is marked `slow` (CI runs both tiers).
 
 Golden file: tests/golden/classify_dir_expected.csv is what classify_dir writes
-for the golden folder (see classify_fixtures.write_golden_scans) with the test
+for the golden folder (see classify_helpers.write_golden_scans) with the test
 model. After an intended change of the outputs (preprocessing, decoding,
-model, CSV format), regenerate it and review the diff:
+model, CSV format), regenerate it (that run rewrites the file, then fails on
+purpose) and review the diff:
 
     BRAINVIEW_UPDATE_GOLDEN=1 python -m pytest -q tests/test_classify_dir.py -k golden
 """
@@ -37,7 +38,7 @@ from brainview import image_files
 from brainview import model as model_lib
 from brainview.classify import outputs, scan_files
 from brainview.labels import VIEWS
-from tests.classify_fixtures import (
+from tests.classify_helpers import (
     ABSENT,
     BLANK,
     CLASSIFY_DIR,
@@ -63,16 +64,6 @@ from tests.classify_fixtures import (
     walk_order,
     write_bad_corpus,
     write_synthetic_scans,
-)
-
-# isort: split
-# Session fixtures: pytest knows them by the name= in their decorator.
-from tests.classify_fixtures import (  # noqa: F401
-    classifier_model_fixture,
-    golden_run_fixture,
-    golden_scans_fixture,
-    other_classifier_model_fixture,
-    stop_started_tools_fixture,
 )
 
 GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
@@ -337,6 +328,11 @@ def test_golden_csv_matches_the_checked_in_expectation(golden_run):
     if UPDATE_GOLDEN:
         os.makedirs(GOLDEN_DIR, exist_ok=True)
         shutil.copyfile(golden_run.csv, GOLDEN_CSV)
+        # Never a pass: comparing the file with itself would prove nothing.
+        pytest.fail(
+            f"rewrote {GOLDEN_CSV}: review the diff (git diff tests/golden/), commit it, and "
+            "run the test again without BRAINVIEW_UPDATE_GOLDEN"
+        )
     with open(GOLDEN_CSV, encoding="utf-8") as file:
         assert file.readline().rstrip("\n").split(",") == list(outputs.CSV_COLUMNS)
     expected, actual = read_csv_rows(GOLDEN_CSV), read_csv_rows(golden_run.csv)

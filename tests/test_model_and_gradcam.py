@@ -6,6 +6,7 @@ shared `classifier` has its BatchNorm statistics set from a batch and a re-drawn
 its predictions and CAMs clearly differ between images and equality checks mean something.
 """
 
+import contextlib
 import os
 
 import keras
@@ -58,13 +59,22 @@ def batch_cams(classifier):
     return predict_with_cams, probabilities.numpy(), cams.numpy()
 
 
+@contextlib.contextmanager
+def global_dtype_policy(name):
+    """Keras' global dtype policy set to `name`, restored afterwards whatever happens."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 @pytest.fixture
 def mixed_float16_policy():
-    """The GPU training policy, restored afterwards whatever happens."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    yield
-    keras.mixed_precision.set_global_policy(previous)
+    """The GPU training policy for one test."""
+    with global_dtype_policy("mixed_float16"):
+        yield
 
 
 def predict(model, images):
@@ -98,7 +108,11 @@ def test_output_is_float32_under_the_mixed_float16_policy(mixed_float16_policy):
 
 
 def test_policy_fixture_restored_float32():
-    """Runs after the mixed-precision test in file order: nothing leaked into other tests."""
+    """The policy the mixed-precision test sets is undone, even when the test fails, so
+    nothing leaks into other tests (conftest also checks that after every test)."""
+    with pytest.raises(RuntimeError), global_dtype_policy("mixed_float16"):
+        assert keras.mixed_precision.global_policy().name == "mixed_float16"
+        raise RuntimeError("a failing mixed-precision test")
     assert keras.mixed_precision.global_policy().name == "float32"
 
 

@@ -3,10 +3,14 @@
 import collections
 
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 
 import brainview_tfds  # noqa: F401 - registers the builders
 from brainview.labels import VIEWS
+
+# Tier: TFDS builds of the real data (see conftest.py).
+pytestmark = pytest.mark.integration
 
 
 def _examples(name: str, data_dir: str, split: str = "all") -> list[dict]:

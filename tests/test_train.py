@@ -12,6 +12,9 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
+# Tier: bin/train as a subprocess (see conftest.py).
+pytestmark = pytest.mark.integration
+
 TRAIN = os.path.join(REPO_ROOT, "bin", "train")
 
 # Small and fast: 64 px phantom slices, from scratch, no augmentation, a constant learning

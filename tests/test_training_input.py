@@ -19,6 +19,9 @@ from brainview import experiments, preprocessing, training_input
 from brainview.labels import DARK_IMAGE_THRESHOLD, VIEWS
 from brainview_tfds import build, testing
 
+# Tier: reads TFDS datasets built for the session (see conftest.py).
+pytestmark = pytest.mark.integration
+
 PHANTOM = ("brain_phantom/tiny",)
 CCF = ("allen_ccfv3/200um",)
 SIZE = 32

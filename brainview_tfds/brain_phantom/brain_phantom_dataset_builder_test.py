@@ -1,9 +1,13 @@
 """brain_phantom builder (generated data, nothing to download)."""
 
+import pytest
 import tensorflow_datasets as tfds
 
 from brainview_tfds import testing
 from brainview_tfds.brain_phantom import brain_phantom_dataset_builder
+
+# Tier: a TFDS build on generated dummy data (see tests/conftest.py).
+pytestmark = pytest.mark.integration
 
 
 class BrainPhantomTest(tfds.testing.DatasetBuilderTestCase):

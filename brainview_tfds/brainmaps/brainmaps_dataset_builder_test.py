@@ -1,9 +1,13 @@
 """brainmaps builder on a generated folder with real-world quirks (no real images)."""
 
+import pytest
 import tensorflow_datasets as tfds
 
 from brainview_tfds import testing
 from brainview_tfds.brainmaps import brainmaps_dataset_builder
+
+# Tier: a TFDS build on generated dummy data (see tests/conftest.py).
+pytestmark = pytest.mark.integration
 
 
 class BrainmapsTest(tfds.testing.DatasetBuilderTestCase):

@@ -1,18 +1,8 @@
-"""Shared helpers and fixtures for the classify_dir tests (tests/test_classify_dir.py).
+"""Helpers for the classify_dir tests (tests/test_classify_dir.py): running the binaries,
+generating scan folders (the golden folder, a corpus of bad files), the test model.
 
-The session fixtures below are built once however many tests use them. The
-test module imports them by their function names (`*_fixture`); pytest knows
-them by the `name=` given here:
-
-* `classifier_model`: a deterministic, untrained EfficientNet-B0 classifier at
-  64 px whose outputs depend strongly on the input (see `build_test_model`);
-* `other_classifier_model`: the same architecture with other weights (another
-  model_sha256), for "resume with a different model" refusals;
-* `golden_scans` / `golden_run`: the folder of the golden test and one complete
-  `bin/classify_dir` run over it (CSV + CAM HDF5), reused by the golden, shard
-  and render_cams tests.
-
-Everything is generated from fixed seeds: no downloads, no shared data.
+The session fixtures built from these (`classifier_model`, `golden_run`, ...) are in
+conftest.py. Everything is generated from fixed seeds: no downloads, no shared data.
 """
 
 from __future__ import annotations
@@ -31,7 +21,6 @@ import zlib
 
 import h5py
 import numpy as np
-import pytest
 from PIL import Image
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,11 +75,10 @@ def start_tool(tool: str, *args: str, log_path: str) -> subprocess.Popen:
     return process
 
 
-@pytest.fixture(autouse=True, name="stop_started_tools")
-def stop_started_tools_fixture():
-    """After each test, kills (by pid) the tools it started that still run: a failed
-    assertion must not leave a classification running in the background."""
-    yield
+def stop_started_tools() -> None:
+    """Kills (by pid) the tools started by the current test that still run: a failed
+    assertion must not leave a classification running in the background (conftest.py
+    calls this after every test)."""
     while _STARTED:
         process = _STARTED.pop()
         if process.poll() is None:
@@ -557,49 +545,12 @@ def build_test_model(path: str, bias: tuple[float, float, float] = (0.0, 0.0, 0.
     model_lib.save_model(classifier, card, path)
 
 
-# --- Session fixtures ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session", name="classifier_model")
-def classifier_model_fixture(tmp_path_factory) -> str:
-    """Path of the deterministic test model (built once per session, ~20 s)."""
-    path = str(tmp_path_factory.mktemp("model") / "model.keras")
-    build_test_model(path)
-    return path
-
-
-@pytest.fixture(scope="session", name="other_classifier_model")
-def other_classifier_model_fixture(tmp_path_factory) -> str:
-    """A second model (other head bias, so another model_sha256)."""
-    path = str(tmp_path_factory.mktemp("other_model") / "model.keras")
-    build_test_model(path, bias=(0.5, 0.0, -0.5))
-    return path
-
-
-@pytest.fixture(scope="session", name="golden_scans")
-def golden_scans_fixture(tmp_path_factory) -> str:
-    directory = str(tmp_path_factory.mktemp("golden") / "scans")
-    write_golden_scans(directory)
-    return directory
-
-
 @dataclasses.dataclass(frozen=True)
 class Run:
+    """A finished bin/classify_dir run: its scan folder, outputs, model and printed summary."""
+
     scan_dir: str
     csv: str
     cams: str
     model: str
     stdout: str
-
-
-@pytest.fixture(scope="session", name="golden_run")
-def golden_run_fixture(tmp_path_factory, golden_scans, classifier_model) -> Run:
-    """One complete bin/classify_dir run over the golden folder, with CAMs."""
-    out = tmp_path_factory.mktemp("golden_run")
-    csv_path, cams_path = str(out / "predictions.csv"), str(out / "cams.h5")
-    result = run_tool(
-        CLASSIFY_DIR,
-        *classify_args(golden_scans, csv_path, classifier_model, cams_path, "--batch_size=8"),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return Run(golden_scans, csv_path, cams_path, classifier_model, result.stdout)
