@@ -7,11 +7,15 @@ looks blank. Training calls the same function with an `Augmenter`
 where each nuisance arises, never a second sequence of steps, so with no
 augmentation training input and inference input are the same tensor.
 
-    raw image -> [Augmenter.raw_image] -> normalize_section -> blank check
+    raw image -> working size -> [Augmenter.raw_image] -> normalize_section -> blank check
       "plain":   letterbox the RGB image -> [Augmenter.plain_input]
       otherwise: [Augmenter.tissue_signal] -> align (mode "aligned")
                  -> [Augmenter.oriented_signal] -> [Augmenter.frame_box]
                  -> crop_to_frame -> [Augmenter.framed_signal] -> to_model_input
+
+Everything is computed at a bounded *working size* (`working_side`): an image
+larger than that is first area-averaged down to it, so the cost does not grow
+with the scan, and frames are scaled back to the image's own pixels.
 
 Mode "section" removes what differs between labs rather than between planes:
 * stain colour: the image becomes gray (ITU-R 601 luminance);
@@ -65,6 +69,55 @@ TISSUE_THRESHOLD = 0.12  # normalized signal above this counts as tissue
 PROFILE_THRESHOLD = 0.02
 FRAME_MARGIN = 0.06  # margin around the tissue box, as a fraction of its longer side
 MAX_PERCENTILE_SAMPLES = 65536  # pixels used to estimate percentiles
+
+# The working size: preprocessing looks at an image whose longer side is at most
+# max(WORKING_SIDE_PER_INPUT x the model input side, MIN_WORKING_SIDE); see working_side.
+WORKING_SIDE_PER_INPUT = 4
+MIN_WORKING_SIDE = 512
+
+
+def working_side(image_size: int) -> int:
+    """The longest side, in pixels, at which `preprocess` looks at an image of any size.
+
+    Why this size. The model sees an image_size square cut around the tissue:
+    at 4x the model input, a section that spans at least a quarter of the
+    image's longer side is still cut from at least image_size working pixels,
+    so the model input is never enlarged from fewer pixels than it has. The
+    statistics (percentiles, background noise, tissue box, principal axis) need
+    a few hundred pixels across; MIN_WORKING_SIDE keeps that for small inputs.
+    At 128 px (the default) the side is 512: at most 0.26 Mpx whatever the
+    scan, so a 2048 px scan costs about what a 512 px one does instead of 16x.
+    It is also what makes training and inference see the same pixels: training
+    images are stored at most 1024 px (the builders) and scans are decoded at
+    most 2048 px (classify_dir), and both reach the statistics and the blank
+    check at this one resolution.
+    """
+    return max(WORKING_SIDE_PER_INPUT * image_size, MIN_WORKING_SIDE)
+
+
+def to_working_size(image: tf.Tensor, image_size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """uint8 HxWx3 -> (the image at the working size, the factors back to its pixels).
+
+    An image whose longer side exceeds working_side(image_size) is area-averaged
+    (box filter, aspect kept, sides rounded) and rounded back to uint8; a smaller
+    one is returned unchanged. The factors [y, x, side, 1] map a frame
+    [center_y, center_x, side, angle] on the working image to the input image.
+    """
+    shape = tf.shape(image)[:2]
+    longer = tf.reduce_max(shape)
+    side = working_side(image_size)
+
+    def reduced() -> tf.Tensor:
+        factor = side / tf.cast(longer, tf.float32)
+        size = tf.maximum(tf.cast(tf.round(tf.cast(shape, tf.float32) * factor), tf.int32), 1)
+        averaged = tf.image.resize(image, size, method="area")
+        return tf.cast(tf.round(tf.clip_by_value(averaged, 0.0, 255.0)), tf.uint8)
+
+    working = tf.cond(longer > side, reduced, lambda: image)
+    working_shape = tf.shape(working)[:2]
+    per_axis = tf.cast(shape, tf.float32) / tf.cast(working_shape, tf.float32)
+    per_side = tf.cast(longer, tf.float32) / tf.cast(tf.reduce_max(working_shape), tf.float32)
+    return working, tf.concat([per_axis, [per_side, 1.0]], axis=0)
 
 
 def to_gray(image: tf.Tensor) -> tf.Tensor:
@@ -370,7 +423,7 @@ class Augmenter:
     """
 
     def raw_image(self, image: tf.Tensor) -> tf.Tensor:
-        """uint8 HxWx3, before anything else (stain, polarity)."""
+        """uint8 HxWx3 at the working size, before anything else (stain, polarity)."""
         return image
 
     def plain_input(self, model_input: tf.Tensor) -> tf.Tensor:
@@ -417,8 +470,11 @@ def preprocess(
 ) -> Preprocessed:
     """uint8 HxWx3 -> (model input, frame, looks blank): the one preprocessing path.
 
+    Its cost is bounded: the image is first brought to the working size
+    (`to_working_size`); the frame is returned in the pixels of `image`.
+
     Args:
-      image: the decoded scan.
+      image: the decoded scan, of any size.
       image_size: side S of the square model input.
       mode: one of PREPROCESSING_MODES; anything else raises ValueError.
       mean_intensity: the image's mean gray (`image_files.mean_gray`), computed
@@ -428,12 +484,13 @@ def preprocess(
         (training uses only the model input).
     """
     check_mode(mode)
+    image, to_source = to_working_size(image, image_size)
     image = augmenter.raw_image(image)
     signal = normalize_section(image)
     blank = looks_blank(tf.cast(mean_intensity, tf.float32), signal)
     if mode == "plain":
         model_input, frame = frame_plain(image, image_size)
-        return Preprocessed(augmenter.plain_input(model_input), frame, blank)
+        return Preprocessed(augmenter.plain_input(model_input), frame * to_source, blank)
     signal = augmenter.tissue_signal(signal)
     canvas, angle = signal, tf.constant(0.0)
     if mode == "aligned":
@@ -441,5 +498,5 @@ def preprocess(
     canvas = augmenter.oriented_signal(canvas, mode == "aligned")
     box = augmenter.frame_box(canvas)
     framed = augmenter.framed_signal(crop_to_frame(canvas, box, image_size))
-    frame = source_frame(box, angle, tf.shape(signal), tf.shape(canvas))
+    frame = source_frame(box, angle, tf.shape(signal), tf.shape(canvas)) * to_source
     return Preprocessed(to_model_input(framed, mode), frame, blank)

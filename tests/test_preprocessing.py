@@ -141,7 +141,11 @@ def test_framing_is_invariant_to_tissue_position_and_scale():
 
 @pytest.mark.parametrize(
     ("shape", "center", "radii"),
-    [((200, 300), (70, 90), (30, 45)), ((500, 600), (320, 380), (90, 135))],
+    [
+        ((200, 300), (70, 90), (30, 45)),
+        ((500, 600), (320, 380), (90, 135)),  # above the working side: scaled back
+        ((1500, 2000), (900, 700), (270, 405)),
+    ],
 )
 def test_frame_maps_back_to_the_tissue_bounding_box_in_source_pixels(shape, center, radii):
     """The frame [cy, cx, side, angle] is the tissue box's centre and its longer side plus
@@ -185,8 +189,9 @@ def test_aspect_ratio_is_kept(radii, wide):
         np.full((64, 80, 3), 128, np.uint8),  # uniform gray
         np.full((90, 70, 3), 255, np.uint8),  # uniform white (an empty bright-field slide)
         np.full((64, 64, 3), (200, 150, 170), np.uint8),  # uniform tinted
+        np.full((1100, 1400, 3), 255, np.uint8),  # white, above the working side
     ],
-    ids=["black", "gray", "white", "tinted"],
+    ids=["black", "gray", "white", "tinted", "large white"],
 )
 def test_blank_images_give_zeros_and_look_blank(image):
     model_input, _, blank = run(image)
@@ -204,9 +209,11 @@ def test_dark_image_looks_blank_even_with_some_tissue():
     assert run(image)[2] is False
 
 
-def test_a_speck_on_an_empty_slide_looks_blank():
-    image = np.full((200, 200, 3), 40, np.uint8)
-    image[100:103, 100:103] = 255  # 9 px of 40000: < 0.2% tissue
+@pytest.mark.parametrize("side", [200, 2000])
+def test_a_speck_on_an_empty_slide_looks_blank(side):
+    image = np.full((side, side, 3), 40, np.uint8)
+    speck = 3 * side // 200  # 9 px of 40000 at 200 px: < 0.2% tissue
+    image[side // 2 : side // 2 + speck, side // 2 : side // 2 + speck] = 255
     assert run(image)[2] is True
 
 
@@ -270,10 +277,12 @@ def test_a_small_section_on_a_large_slide_frames_like_a_large_one():
     assert np.abs(model_input[..., 0] / 255.0 - reference).mean() < 0.08
 
 
-def test_a_noisy_empty_slide_is_blank():
-    """Sensor noise alone must not be normalized up into 'tissue'."""
+@pytest.mark.parametrize("shape", [(300, 400), (1536, 2048)])
+def test_a_noisy_empty_slide_is_blank(shape):
+    """Sensor noise alone must not be normalized up into 'tissue' (also after the
+    working-size reduction has averaged it down, with the contrast it could show)."""
     rng = np.random.default_rng(3)
-    noisy = np.clip(200 + rng.normal(0, 3, (300, 400, 3)), 0, 255).astype(np.uint8)
+    noisy = np.clip(200 + rng.normal(0, 3, (*shape, 3)), 0, 255).astype(np.uint8)
     signal = preprocessing.normalize_section(tf.constant(noisy))
     assert float(tf.reduce_max(signal)) == 0.0
     _, _, blank = preprocessed(noisy, size=64)
@@ -300,3 +309,48 @@ def test_aligned_input_carries_the_asymmetry_maps():
         assert np.allclose(
             channels[..., 2], np.abs(channels[..., 0] - channels[::-1, :, 0]), atol=1e-4
         )
+
+
+# -- the working size ----------------------------------------------------------------------
+
+
+def test_working_side_is_four_model_inputs_and_at_least_512():
+    assert preprocessing.working_side(32) == preprocessing.MIN_WORKING_SIDE == 512
+    assert preprocessing.working_side(128) == 512
+    assert preprocessing.working_side(224) == 896
+    assert preprocessing.working_side(512) == 2048
+
+
+@pytest.mark.parametrize("shape", [(1200, 1600), (2048, 1536), (3, 2048), (512, 400), (90, 70)])
+def test_only_images_above_the_working_side_are_reduced(shape):
+    """The cost of preprocessing is bounded: what it computes on is never larger than the
+    working side, and an image that fits is used as it is."""
+    image = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    working, to_source = preprocessing.to_working_size(tf.constant(image), SIZE)
+    working, to_source = working.numpy(), to_source.numpy()
+    side = preprocessing.working_side(SIZE)
+    if max(shape) <= side:
+        np.testing.assert_array_equal(working, image)
+        np.testing.assert_array_equal(to_source, [1, 1, 1, 1])
+    else:
+        assert max(working.shape[:2]) == side
+        np.testing.assert_allclose(to_source[:2] * working.shape[:2], shape, rtol=1e-6)
+        assert to_source[2] == pytest.approx(max(shape) / side)
+
+
+@pytest.mark.parametrize("mode", ["section", "aligned", "plain"])
+def test_a_scan_at_1024_and_at_2048_px_preprocesses_alike(mode):
+    """Training images are stored at most 1024 px, scans decoded at most 2048 px: both are
+    looked at at the working size, so the same section gives the same model input, the
+    same frame (in each image's own pixels) and the same blank check."""
+    results = []
+    for scale in (1, 2):
+        density = tissue_density(
+            (768 * scale, 1024 * scale), (380 * scale, 500 * scale), (180 * scale, 300 * scale)
+        )
+        model_input, frame, blank = run(dark_field(density, noise=3.0, seed=scale), mode, 64)
+        results.append((model_input, frame / [scale, scale, scale, 1], blank))
+    (input_1024, frame_1024, blank_1024), (input_2048, frame_2048, blank_2048) = results
+    assert np.abs(input_1024 - input_2048).mean() < 0.01 * 255
+    np.testing.assert_allclose(frame_1024, frame_2048, rtol=0.01, atol=2.0)
+    assert blank_1024 is blank_2048 is False
