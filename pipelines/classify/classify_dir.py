@@ -36,6 +36,8 @@ class ClassifyError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class ClassifyConfig:
+    """One classify_dir run: bin/classify_dir's arguments and flags."""
+
     scan_dir: str
     output_csv: str
     model_path: str
@@ -108,12 +110,13 @@ def _segment(
     valid = batch["valid"]
     probabilities = metrics.apply_temperature(probabilities[valid], card.temperature)
     errors = [error.decode("utf-8") for error in batch["error"][valid]]
+    blank = batch["blank"][valid]
     confidence = probabilities.max(axis=1)
     statuses = []
     for i, error in enumerate(errors):
         if error:
             statuses.append("error")
-        elif batch["blank"][valid][i]:
+        elif blank[i]:
             statuses.append("blank")
         elif confidence[i] < card.uncertain_below:
             statuses.append("uncertain")
