@@ -86,7 +86,7 @@ def working_side(image_size: int) -> int:
     statistics (percentiles, background noise, tissue box, principal axis) need
     a few hundred pixels across; MIN_WORKING_SIDE keeps that for small inputs.
     At 128 px (the default) the side is 512: at most 0.26 Mpx whatever the
-    scan, so a 2048 px scan costs about what a 512 px one does instead of 16x.
+    scan; only the area average itself still reads every pixel of a larger one.
     It is also what makes training and inference see the same pixels: training
     images are stored at most 1024 px (the builders) and scans are decoded at
     most 2048 px (classify_dir), and both reach the statistics and the blank
