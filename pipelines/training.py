@@ -52,6 +52,7 @@ class TrainSettings:
     steps_per_epoch: int = 0  # 0: one pass over the training data
     learning_rate: float = 1e-4
     lr_schedule: str = "constant"  # or "cosine": decay to 0 over all training steps
+    backbone: str = model_lib.DEFAULT_BACKBONE
     weights: str = "none"
     trainable_layers: str = "all"
     head_units: int = 128
@@ -128,7 +129,11 @@ def train_run(
 
     with strategy.scope():
         model = model_lib.build_classifier(
-            config.image_size, settings.weights, settings.trainable_layers, settings.head_units
+            config.image_size,
+            settings.weights,
+            settings.trainable_layers,
+            settings.head_units,
+            settings.backbone,
         )
         _compile(model, settings, steps)
 
@@ -204,6 +209,7 @@ def train_run(
         image_size=config.image_size,
         preprocessing=config.preprocessing,
         head_units=settings.head_units,
+        backbone=settings.backbone,
         temperature=temperature,
         uncertain_below=uncertain_below,
         tta=settings.tta,

