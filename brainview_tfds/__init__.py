@@ -5,8 +5,24 @@
 `load_merged` reads several of them as one dataset.
 """
 
-from brainview_tfds import allen_ccfv3, allen_nissl, brain_phantom, brainmaps
+from brainview_tfds import (
+    allen_ccfv3,
+    allen_ccfv3_outlines,
+    allen_nissl,
+    brain_phantom,
+    brain_phantom_outlines,
+    brainmaps,
+)
 from brainview_tfds.core.features import VIEWS
 from brainview_tfds.merged import load_merged
 
-__all__ = ["VIEWS", "allen_ccfv3", "allen_nissl", "brain_phantom", "brainmaps", "load_merged"]
+__all__ = [
+    "VIEWS",
+    "allen_ccfv3",
+    "allen_ccfv3_outlines",
+    "allen_nissl",
+    "brain_phantom",
+    "brain_phantom_outlines",
+    "brainmaps",
+    "load_merged",
+]

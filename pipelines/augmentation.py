@@ -3,6 +3,8 @@
 The plane of a section does not depend on how it was stained, imaged, mounted
 or cut out, so each augmentation below randomizes one of those nuisances:
 
+  hemisect   cut a quarter of the sections at their midline, one half kept
+             (hemisections, see hemisection.py)
   polarity   invert the raw image (bright-field <-> dark-field)
   stain      hue rotation, saturation and channel mixing, or plain gray
   rotate     any in-plane angle (slides are mounted at any rotation)
@@ -30,13 +32,14 @@ import math
 
 import tensorflow as tf
 
-from brainview.pipelines import preprocessing
+from brainview.pipelines import hemisection, preprocessing
 
 # With mode "aligned", sections are rotated onto their principal axis after
 # any random rotation; this jitter covers the axis estimate's uncertainty.
 ALIGNED_JITTER = math.radians(12)
 
 AUGMENTATIONS = (
+    "hemisect",
     "polarity",
     "stain",
     "rotate",
@@ -107,6 +110,18 @@ def _chance(seed: tf.Tensor, probability: float) -> tf.Tensor:
 
 
 # -- raw image (uint8 HxWx3) ---------------------------------------------------
+
+
+HEMISECTION_PROBABILITY = 0.25
+
+
+def random_hemisection(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    return tf.cond(
+        _chance(seeds[0], HEMISECTION_PROBABILITY),
+        lambda: hemisection.random_hemisection(image, seeds[1]),
+        lambda: image,
+    )
 
 
 def invert_polarity(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -268,6 +283,8 @@ def augment_and_preprocess(
     """
     seeds = tf.random.experimental.stateless_split(seed, len(AUGMENTATIONS))
     stage_seed = dict(zip(AUGMENTATIONS, tf.unstack(seeds), strict=True))
+    if "hemisect" in augmentations:
+        image = random_hemisection(image, stage_seed["hemisect"])
     if "polarity" in augmentations:
         image = invert_polarity(image, stage_seed["polarity"])
     if "stain" in augmentations:

@@ -187,6 +187,15 @@ def train_run(
         settings.tta,
     )
     result["remounted"] = evaluation.report(remounted, temperature)
+    # Coronal and horizontal test scans cut at their midline, one half kept.
+    hemisections = evaluation.predict(
+        model,
+        input_pipeline.evaluation_dataset(
+            run.test_sources, run.test_split, config, hemisection_seed=config.seed + 1
+        ),
+        settings.tta,
+    )
+    result["hemisections"] = evaluation.report(hemisections, temperature)
     result["uncertain_below"] = uncertain_below
     result["non_brain"] = evaluation.non_brain_report(
         model,
@@ -245,6 +254,7 @@ def headline(result: dict) -> dict:
         "ece": overall["expected_calibration_error"],
         "test_examples": overall["count"],
         "remounted_f1_macro": result.get("remounted", {}).get("overall", {}).get("f1_macro"),
+        "hemisection_f1_macro": result.get("hemisections", {}).get("overall", {}).get("f1_macro"),
     }
     row["by_origin"] = {
         origin: {
@@ -279,12 +289,13 @@ def _format_number(value: float | None) -> str:
 def format_summary(summary: dict) -> str:
     """Plain-text table: one line per run and test origin."""
     header = f"{'run':44s} {'test origin':14s} {'n':>5s} {'accuracy':>9s} {'macro F1':>9s}"
-    lines = [header + f" {'ECE':>6s} {'remounted F1':>13s}"]
+    lines = [header + f" {'ECE':>6s} {'remounted F1':>13s} {'hemisection F1':>15s}"]
     for name, row in summary["runs"].items():
         lines.append(
             f"{name:44s} {'(all)':14s} {row['test_examples']:5d} "
             f"{_format_number(row['accuracy']):>9s} {_format_number(row['f1_macro']):>9s} "
-            f"{_format_number(row['ece']):>6s} {_format_number(row['remounted_f1_macro']):>13s}"
+            f"{_format_number(row['ece']):>6s} {_format_number(row['remounted_f1_macro']):>13s} "
+            f"{_format_number(row.get('hemisection_f1_macro')):>15s}"
         )
         if len(row["by_origin"]) > 1:
             for origin, values in row["by_origin"].items():
