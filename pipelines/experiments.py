@@ -12,6 +12,13 @@ series or slab is ever on both sides of a run.
 * transfer: the generalization table. With one phantom source and real
   sources A, B, ...: A -> B for every ordered pair, phantom -> all real
   sources, and phantom + A -> B for every ordered pair.
+
+One experiment leaks on purpose, to measure what the leak is worth:
+
+* shuffled: the original study's split, slices assigned at random (80/20,
+  60/20/20 with validation), so neighbouring slices of one volume sit on both
+  sides. TFDS stores every split in the order of its hashed example keys,
+  so the first 80 % of each fold is a random 80 % of its slices.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import itertools
 
 from brainview_tfds.core.features import NUM_FOLDS, fold_split_name
 
-EXPERIMENTS = ("holdout", "cv", "cross", "matrix", "transfer")
+EXPERIMENTS = ("holdout", "cv", "cross", "matrix", "transfer", "shuffled")
 PHANTOM_ORIGIN = "brain_phantom"
 
 
@@ -57,6 +64,25 @@ def holdout(sources: tuple[str, ...], validation: bool) -> list[Run]:
             test_sources=sources,
             test_split=fold_split_name(test_fold),
             validation_split=fold_split_name(validation_fold) if validation else None,
+        )
+    ]
+
+
+def _percent_of_every_fold(start: int, end: int) -> str:
+    return "+".join(f"{fold_split_name(k)}[{start}%:{end}%]" for k in range(NUM_FOLDS))
+
+
+def shuffled_holdout(sources: tuple[str, ...], validation: bool) -> list[Run]:
+    """A random slice-level split, as in the original study (leaks neighbouring slices)."""
+    train_end = 60 if validation else 80
+    return [
+        Run(
+            name="shuffled_holdout",
+            train_sources=sources,
+            train_split=_percent_of_every_fold(0, train_end),
+            test_sources=sources,
+            test_split=_percent_of_every_fold(80, 100),
+            validation_split=_percent_of_every_fold(60, 80) if validation else None,
         )
     ]
 
@@ -155,4 +181,6 @@ def make_runs(
         return matrix(sources, validation)
     if experiment == "transfer":
         return transfer(sources, validation)
+    if experiment == "shuffled":
+        return shuffled_holdout(sources, validation)
     raise ValueError(f"unknown --experiment {experiment!r}; choose from {EXPERIMENTS}")

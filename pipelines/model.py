@@ -43,6 +43,10 @@ class WeightsUnavailableError(Exception):
     """ImageNet weights could not be fetched, or a weights file is unusable."""
 
 
+class ModelFileError(Exception):
+    """A trained model's files are missing, damaged or do not belong together."""
+
+
 def build_backbone(image_size: int, weights: str, backbone: str = DEFAULT_BACKBONE) -> keras.Model:
     """The backbone without its top; `weights` is 'imagenet', 'none' or a file path.
 
@@ -175,6 +179,9 @@ class ModelCard:
     trained_on: tuple[str, ...] = ()
     recipe: str = ""
     created: str = ""
+    # sha256 of model.keras, written when it is saved; loading checks it, so a damaged or
+    # swapped weights file is refused instead of silently giving other predictions.
+    weights_sha256: str = ""
 
     def save(self, path: str) -> None:
         with open(path, "w", encoding="utf-8") as file:
@@ -201,6 +208,7 @@ def save_model(model: keras.Model, card: ModelCard, model_path: str) -> None:
     inference_model = keras.models.clone_model(model)
     inference_model.set_weights(model.get_weights())
     inference_model.save(model_path)
+    card = dataclasses.replace(card, weights_sha256=file_digest(model_path, length=64))
     card.save(card_path(model_path))
 
 
@@ -216,11 +224,25 @@ def load_model(model_path: str) -> tuple[keras.Model, ModelCard]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: bin/train writes it beside {model_path}")
     card = ModelCard.load(path)
+    verify_weights(model_path, card)
     model = build_classifier(
         card.image_size, weights="none", head_units=card.head_units, backbone_name=card.backbone
     )
     model.load_weights(model_path)
     return model, card
+
+
+def verify_weights(model_path: str, card: ModelCard) -> None:
+    """Raises ModelFileError if model.keras is not the file its card describes."""
+    if not card.weights_sha256:
+        return  # cards written before the hash was recorded
+    actual = file_digest(model_path, length=64)
+    if actual != card.weights_sha256:
+        raise ModelFileError(
+            f"{model_path} has sha256 {actual[:16]}..., but {card_path(model_path)} records "
+            f"{card.weights_sha256[:16]}...: the weights file was changed or damaged "
+            "(reinstall brainview for a shipped model, or retrain / restore the file)"
+        )
 
 
 def file_digest(path: str, length: int = 16) -> str:

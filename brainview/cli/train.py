@@ -13,6 +13,8 @@ Experiments (all on leakage-free folds, see pipelines/experiments.py):
   matrix    cross for every ordered pair of --datasets
   transfer  the generalization table: real -> real, phantom -> real,
             phantom + real -> other real
+  shuffled  the original study's random slice-level 80/20 split (leaks
+            neighbouring slices; to measure what the leak is worth)
 
 Without a flagfile the flags default to the robust recipe (configs/robust.flags:
 aligned sections, its augmentation, origin x view balancing, cosine decay, mirror
@@ -44,7 +46,10 @@ flags.DEFINE_list(
 flags.DEFINE_list("test_datasets", [], "--experiment=cross: datasets to test on.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory the datasets were built into.")
 flags.DEFINE_enum(
-    "experiment", "holdout", ["holdout", "cv", "cross", "matrix", "transfer"], "What to run."
+    "experiment",
+    "holdout",
+    ["holdout", "cv", "cross", "matrix", "transfer", "shuffled"],
+    "What to run (shuffled: the original study's random slice-level split, which leaks).",
 )
 flags.DEFINE_bool(
     "validation", True, "Hold out one training fold to calibrate confidence and monitor training."

@@ -58,9 +58,14 @@ def _boundaries(labels: np.ndarray, width: int) -> np.ndarray:
     edge[1:, :] |= labels[1:, :] != labels[:-1, :]
     edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
     if width > 1:
-        edge = np.asarray(
-            Image.fromarray(edge.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(2 * (width // 2) + 1))
-        ) > 0
+        edge = (
+            np.asarray(
+                Image.fromarray(edge.astype(np.uint8) * 255).filter(
+                    ImageFilter.MaxFilter(2 * (width // 2) + 1)
+                )
+            )
+            > 0
+        )
     return edge
 
 
@@ -76,8 +81,9 @@ def _background_and_ink(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarra
     return background, ink
 
 
-def render_silhouette(labels: np.ndarray, rng: np.random.Generator,
-                      min_side: int = MIN_RENDER_SIDE) -> np.ndarray:
+def render_silhouette(
+    labels: np.ndarray, rng: np.random.Generator, min_side: int = MIN_RENDER_SIDE
+) -> np.ndarray:
     """uint8 HxWx3: the brain mask filled, or (30 %) its contour line only."""
     _, mask = _enlarge(labels, min_side)
     background, ink = _background_and_ink(rng)
@@ -89,8 +95,9 @@ def render_silhouette(labels: np.ndarray, rng: np.random.Generator,
     return image.astype(np.uint8)
 
 
-def render_label_map(labels: np.ndarray, rng: np.random.Generator,
-                     min_side: int = MIN_RENDER_SIDE) -> np.ndarray:
+def render_label_map(
+    labels: np.ndarray, rng: np.random.Generator, min_side: int = MIN_RENDER_SIDE
+) -> np.ndarray:
     """uint8 HxWx3: one random colour (or gray level) per label, boundaries sometimes drawn."""
     enlarged, mask = _enlarge(labels, min_side)
     codes, inverse = np.unique(enlarged, return_inverse=True)
