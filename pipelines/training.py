@@ -197,6 +197,14 @@ def train_run(
     )
     result["hemisections"] = evaluation.report(hemisections, temperature)
     result["uncertain_below"] = uncertain_below
+    for part, predictions in (
+        (result, test),
+        (result["remounted"], remounted),
+        (result["hemisections"], hemisections),
+    ):
+        part["selective"] = metrics.selective_metrics(
+            predictions.labels, evaluation.calibrated(predictions, temperature), uncertain_below
+        )
     result["non_brain"] = evaluation.non_brain_report(
         model,
         config.image_size,
