@@ -52,7 +52,7 @@ demo: install
 # The real atlases beside the project (see ../shared/data/README.md).
 datasets: install
 	$(BIN)/brainview-build-datasets --data_dir=$(DATA_DIR) \
-	  --datasets=brain_phantom,allen_ccfv3/200um,brainmaps \
+	  --datasets=brain_phantom,brain_phantom_outlines,allen_ccfv3/200um,allen_ccfv3_outlines/200um,brainmaps \
 	  --allen_ccfv3_dir=$(SHARED_DATA)/allen_ccfv3_200um \
 	  --brainmaps_dir=$(SHARED_DATA)/brainmaps
 

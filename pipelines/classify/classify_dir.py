@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from brainview import __version__, devices, gradcam, image_files, metrics
+from brainview import __version__, devices, image_files, metrics
 from brainview import model as model_lib
 from brainview.classify import outputs, prediction, scan_files, scan_input
 from brainview.labels import VIEWS
@@ -247,7 +247,7 @@ def classify_directory(config: ClassifyConfig) -> Summary:
         "temperature": card.temperature,
         "preprocessing": card.preprocessing,
         "test_time_augmentation": "mean over 4 mirror images" if tta else "none",
-        "cam_layer": gradcam.CAM_LAYER_NAME,
+        "cam_layer": model_lib.cam_layer_name(model),
         "cam_method": "Grad-CAM of the predicted view's pre-softmax score, per image, float32",
         "scan_dir": os.fsdecode(scan_dir),
         "num_shards": config.num_shards,
@@ -277,6 +277,8 @@ def _rebuilt_for_size(config: ClassifyConfig, strategy: tf.distribute.Strategy, 
         raise ClassifyError(f"--image_size must be at least 32, got {image_size}")
     card = model_lib.ModelCard.load(model_lib.card_path(config.model_path))
     with strategy.scope():
-        model = model_lib.build_classifier(image_size, "none", head_units=card.head_units)
+        model = model_lib.build_classifier(
+            image_size, "none", head_units=card.head_units, backbone_name=card.backbone
+        )
         model.load_weights(config.model_path)
     return model, dataclasses.replace(card, image_size=image_size)
