@@ -62,9 +62,9 @@ FLAGFILE ?= configs/robust.flags
 train: install
 	$(BIN)/brainview-train --flagfile=$(FLAGFILE) --data_dir=$(DATA_DIR)
 
-# Classify SCANS with MODEL: make classify SCANS=/path/to/scans MODEL=runs/.../model.keras
+# Classify SCANS with MODEL (a shipped model name, or a model.keras): make classify SCANS=/path/to/scans
 SCANS ?= $(RUNS)/sample_scans
-MODEL ?= $(DEMO)/holdout/model.keras
+MODEL ?= plane-v1
 OUT ?= $(RUNS)/classify
 classify: install
 	mkdir -p $(OUT)

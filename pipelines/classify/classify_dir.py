@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from brainview import __version__, devices, image_files, metrics
+from brainview import __version__, devices, image_files, metrics, released_models
 from brainview import model as model_lib
 from brainview.classify import outputs, prediction, scan_files, scan_input
 from brainview.labels import VIEWS
@@ -143,7 +143,15 @@ def _load_model(config: ClassifyConfig, strategy: tf.distribute.Strategy):
 
 
 def classify_directory(config: ClassifyConfig) -> Summary:
-    """Classifies every file below config.scan_dir (this shard's share of them)."""
+    """Classifies every file below config.scan_dir (this shard's share of them).
+
+    `config.model_path` is a model.keras path or a shipped model's name (`plane-v1`).
+    """
+    model_name = config.model_path if released_models.is_name(config.model_path) else ""
+    try:
+        config = dataclasses.replace(config, model_path=released_models.resolve(config.model_path))
+    except released_models.UnknownModelError as error:
+        raise ClassifyError(str(error)) from None
     if not os.path.isdir(config.scan_dir):
         raise ClassifyError(f"scan directory not found: {config.scan_dir}")
     if not 0 <= config.shard_index < config.num_shards:
@@ -242,7 +250,7 @@ def classify_directory(config: ClassifyConfig) -> Summary:
     attributes = {
         "class_names": np.array(VIEWS, dtype=object),
         "image_size": image_size,
-        "model": os.path.abspath(config.model_path),
+        "model": model_name or os.path.abspath(config.model_path),
         "model_sha256": model_digest,
         "temperature": card.temperature,
         "preprocessing": card.preprocessing,
@@ -257,7 +265,7 @@ def classify_directory(config: ClassifyConfig) -> Summary:
     }
     manifest = {
         "scan_dir": os.fsdecode(scan_dir),
-        "model": os.path.abspath(config.model_path),
+        "model": model_name or os.path.abspath(config.model_path),
         "model_sha256": model_digest,
         "cams": config.cams_path,
         "num_shards": config.num_shards,
