@@ -171,6 +171,12 @@ def make_release(
             raise ReleaseError(f"{path} not found: train the release run to completion first")
     card = model_lib.ModelCard.load(model_lib.card_path(model_path))
     model_lib.verify_weights(model_path, card)
+    holdout = _load_json(evidence.holdout)
+    # A release run holds nothing out to calibrate on: it takes the calibration the holdout
+    # run of the same recipe fitted on its validation fold.
+    card = dataclasses.replace(
+        card, temperature=holdout["temperature"], uncertain_below=holdout["uncertain_below"]
+    )
     weights_bytes = os.path.getsize(model_path)
     if weights_bytes > MAX_WEIGHTS_BYTES:
         raise ReleaseError(f"{model_path} is {weights_bytes / 1e6:.1f} MB, over the 20 MB limit")

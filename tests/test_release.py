@@ -36,6 +36,7 @@ def _metrics_file(path, seed: int, name: str) -> dict:
     result["remounted"] = evaluation.report(predictions, 1.3)
     result["hemisections"] = evaluation.report(predictions, 1.3)
     result["selective"] = metrics.selective_metrics(labels, probabilities, 0.6)
+    result["uncertain_below"] = 0.6
     result["run"] = {
         "name": name,
         "train_sources": ["brain_phantom"],
@@ -83,6 +84,9 @@ def test_release_ships_verified_files_and_a_card_of_the_runs_numbers(release_run
     assert "123 examples" in text and "--epochs=1" in text
     assert f"{holdout['overall']['f1_macro']:.3f}" in text
     assert f"{holdout['by_origin']['brainmaps']['f1_macro']:.3f}" in text
+    # The calibration is the holdout run's.
+    assert card.temperature == holdout["temperature"] == 1.3
+    assert card.uncertain_below == holdout["uncertain_below"]
     assert "brainmaps_to_allen_ccfv3" in text
     assert not os.path.exists(target + ".tmp")
 
