@@ -52,7 +52,7 @@ demo: install
 # The real atlases beside the project (see ../shared/data/README.md).
 datasets: install
 	$(BIN)/brainview-build-datasets --data_dir=$(DATA_DIR) \
-	  --datasets=brain_phantom,allen_ccfv3/200um,brainmaps \
+	  --datasets=brain_phantom,brain_phantom_outlines,allen_ccfv3/200um,allen_ccfv3_outlines/200um,brainmaps \
 	  --allen_ccfv3_dir=$(SHARED_DATA)/allen_ccfv3_200um \
 	  --brainmaps_dir=$(SHARED_DATA)/brainmaps
 
@@ -62,9 +62,9 @@ FLAGFILE ?= configs/robust.flags
 train: install
 	$(BIN)/brainview-train --flagfile=$(FLAGFILE) --data_dir=$(DATA_DIR)
 
-# Classify SCANS with MODEL: make classify SCANS=/path/to/scans MODEL=runs/.../model.keras
+# Classify SCANS with MODEL (a shipped model name, or a model.keras): make classify SCANS=/path/to/scans
 SCANS ?= $(RUNS)/sample_scans
-MODEL ?= $(DEMO)/holdout/model.keras
+MODEL ?= plane-v1
 OUT ?= $(RUNS)/classify
 classify: install
 	mkdir -p $(OUT)

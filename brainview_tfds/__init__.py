@@ -6,7 +6,23 @@
 """
 
 from brainview.labels import VIEWS
-from brainview_tfds import allen_ccfv3, allen_nissl, brain_phantom, brainmaps
+from brainview_tfds import (
+    allen_ccfv3,
+    allen_ccfv3_outlines,
+    allen_nissl,
+    brain_phantom,
+    brain_phantom_outlines,
+    brainmaps,
+)
 from brainview_tfds.merged import load_merged
 
-__all__ = ["VIEWS", "allen_ccfv3", "allen_nissl", "brain_phantom", "brainmaps", "load_merged"]
+__all__ = [
+    "VIEWS",
+    "allen_ccfv3",
+    "allen_ccfv3_outlines",
+    "allen_nissl",
+    "brain_phantom",
+    "brain_phantom_outlines",
+    "brainmaps",
+    "load_merged",
+]

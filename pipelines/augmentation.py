@@ -3,6 +3,8 @@
 The plane of a section does not depend on how it was stained, imaged, mounted
 or cut out, so each augmentation below randomizes one of those nuisances:
 
+  hemisect   cut a quarter of the sections at their midline, one half kept
+             (hemisections, see hemisection.py)
   polarity   invert the raw image (bright-field <-> dark-field)
   stain      hue rotation, saturation and channel mixing, or plain gray
   rotate     any in-plane angle (slides are mounted at any rotation)
@@ -35,12 +37,14 @@ import math
 
 import tensorflow as tf
 
-from brainview import preprocessing
+from brainview import hemisection, preprocessing
 
 # With mode "aligned", sections are rotated onto their principal axis after
 # any random rotation; this jitter covers the axis estimate's uncertainty.
 ALIGNED_JITTER = math.radians(12)
 
+# Each augmentation's seed is split from the example's seed by its position here; new
+# ones go last so that the others' draws stay what they were.
 AUGMENTATIONS = (
     "polarity",
     "stain",
@@ -51,6 +55,7 @@ AUGMENTATIONS = (
     "resolution",
     "tone",
     "blur_noise",
+    "hemisect",
 )
 # Named sets for flagfiles. "none" is the original study's recipe; "robust" the
 # default, the groups that raised cross-dataset macro-F1 in the README's
@@ -112,6 +117,18 @@ def _chance(seed: tf.Tensor, probability: float) -> tf.Tensor:
 
 
 # -- raw image (uint8 HxWx3) ---------------------------------------------------
+
+
+HEMISECTION_PROBABILITY = 0.25
+
+
+def random_hemisection(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    return tf.cond(
+        _chance(seeds[0], HEMISECTION_PROBABILITY),
+        lambda: hemisection.random_hemisection(image, seeds[1]),
+        lambda: image,
+    )
 
 
 def invert_polarity(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -281,6 +298,8 @@ class RandomAugmenter(preprocessing.Augmenter):
         return name in self.augmentations
 
     def raw_image(self, image: tf.Tensor) -> tf.Tensor:
+        if self._uses("hemisect"):
+            image = random_hemisection(image, self.seeds["hemisect"])
         if self._uses("polarity"):
             image = invert_polarity(image, self.seeds["polarity"])
         if self._uses("stain"):

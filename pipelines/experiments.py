@@ -12,6 +12,16 @@ series or slab is ever on both sides of a run.
 * transfer: the generalization table. With one phantom source and real
   sources A, B, ...: A -> B for every ordered pair, phantom -> all real
   sources, and phantom + A -> B for every ordered pair.
+* release: train on everything (`all` of every dataset), test on nothing:
+  the shipped model, whose recipe the other experiments measured; its
+  calibration (`--temperature`, `--uncertain_below`) comes from them.
+
+One experiment leaks on purpose, to measure what the leak is worth:
+
+* shuffled: the original study's split, slices assigned at random (80/20,
+  60/20/20 with validation), so neighbouring slices of one volume sit on both
+  sides. TFDS stores every split in the order of its hashed example keys,
+  so the first 80 % of each fold is a random 80 % of its slices.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ import itertools
 
 from brainview_tfds.core.features import NUM_FOLDS, fold_split_name
 
-EXPERIMENTS = ("holdout", "cv", "cross", "matrix", "transfer")
+EXPERIMENTS = ("holdout", "cv", "cross", "matrix", "transfer", "shuffled", "release")
 PHANTOM_ORIGIN = "brain_phantom"
 
 
@@ -32,7 +42,7 @@ class Run:
     name: str  # also its output subdirectory
     train_sources: tuple[str, ...]
     train_split: str
-    test_sources: tuple[str, ...]
+    test_sources: tuple[str, ...]  # empty for a release run
     test_split: str
     validation_split: str | None = None  # of the train sources
 
@@ -57,6 +67,34 @@ def holdout(sources: tuple[str, ...], validation: bool) -> list[Run]:
             test_sources=sources,
             test_split=fold_split_name(test_fold),
             validation_split=fold_split_name(validation_fold) if validation else None,
+        )
+    ]
+
+
+def _percent_of_every_fold(start: int, end: int) -> str:
+    return "+".join(f"{fold_split_name(k)}[{start}%:{end}%]" for k in range(NUM_FOLDS))
+
+
+def shuffled_holdout(sources: tuple[str, ...], validation: bool) -> list[Run]:
+    """A random slice-level split, as in the original study (leaks neighbouring slices)."""
+    train_end = 60 if validation else 80
+    return [
+        Run(
+            name="shuffled_holdout",
+            train_sources=sources,
+            train_split=_percent_of_every_fold(0, train_end),
+            test_sources=sources,
+            test_split=_percent_of_every_fold(80, 100),
+            validation_split=_percent_of_every_fold(60, 80) if validation else None,
+        )
+    ]
+
+
+def release(sources: tuple[str, ...]) -> list[Run]:
+    """Everything trains; nothing is held out (see the module docstring)."""
+    return [
+        Run(
+            name="release", train_sources=sources, train_split="all", test_sources=(), test_split=""
         )
     ]
 
@@ -155,4 +193,8 @@ def make_runs(
         return matrix(sources, validation)
     if experiment == "transfer":
         return transfer(sources, validation)
+    if experiment == "shuffled":
+        return shuffled_holdout(sources, validation)
+    if experiment == "release":
+        return release(sources)
     raise ValueError(f"unknown --experiment {experiment!r}; choose from {EXPERIMENTS}")

@@ -21,8 +21,6 @@ import tensorflow as tf
 from brainview import model as model_lib
 from brainview.predict import mean_over_mirrors, mirrored
 
-CAM_LAYER_NAME = f"{model_lib.BACKBONE_NAME}/{model_lib.CAM_LAYER}"
-
 
 def head_logits(head: keras.Model, features: tf.Tensor) -> tf.Tensor:
     """The head's pre-softmax class scores, in float32, from its layers' weights.

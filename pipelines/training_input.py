@@ -23,7 +23,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import brainview_tfds
-from brainview import augmentation, preprocessing
+from brainview import augmentation, hemisection, preprocessing
 from brainview.labels import DARK_IMAGE_THRESHOLD, VIEWS
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -159,19 +159,26 @@ def training_dataset(
 
 
 def evaluation_dataset(
-    sources: tuple[str, ...], split: str, config: PipelineConfig, remount_seed: int | None = None
+    sources: tuple[str, ...],
+    split: str,
+    config: PipelineConfig,
+    remount_seed: int | None = None,
+    hemisection_seed: int | None = None,
 ) -> tf.data.Dataset:
     """(images, labels, metadata) batches in a fixed order, no augmentation.
 
     With `remount_seed`, every scan is first turned by a random angle and
     maybe mirrored (`augmentation.remount`): a test of robustness to how slides
-    are mounted.
+    are mounted. With `hemisection_seed`, coronal and horizontal scans are cut
+    at their midline and one half kept (`hemisection.hemisection_test_image`).
     """
     dataset = _read_examples(sources, split, config, shuffle_files=False)
-    seeds = tf.data.Dataset.random(seed=remount_seed or 0).batch(2)
+    seeds = tf.data.Dataset.random(seed=remount_seed or hemisection_seed or 0).batch(2)
 
     def prepare(example: dict, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, dict]:
         image = _decode(example)
+        if hemisection_seed is not None:
+            image = hemisection.hemisection_test_image(image, example["view"], seed)
         if remount_seed is not None:
             image = augmentation.remount(image, seed)
         image = preprocessing.preprocess(

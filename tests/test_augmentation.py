@@ -83,6 +83,7 @@ def test_minus_drops_and_plus_adds_augmentations():
         "zoom",
         "resolution",
         "blur_noise",
+        "hemisect",
     )
     assert augmentation.parse_augmentations("geometry+tone-zoom") == ("rotate", "flip", "tone")
     assert augmentation.parse_augmentations("none+rotate") == ("rotate",)
@@ -93,6 +94,7 @@ def test_minus_drops_and_plus_adds_augmentations():
         "resolution",
         "tone",
         "blur_noise",
+        "hemisect",
     )
     # Commas add, spaces are ignored, order and repeats do not matter.
     assert augmentation.parse_augmentations("flip, rotate,flip") == ("rotate", "flip")

@@ -134,3 +134,34 @@ def test_transfer_needs_a_phantom_and_two_real_datasets():
         experiments.make_runs("transfer", ("brainmaps", "allen_ccfv3/200um"))
     with pytest.raises(ValueError, match="one brain_phantom dataset and at least two real"):
         experiments.make_runs("transfer", ("brain_phantom", "brainmaps"))
+
+
+def test_shuffled_split_is_random_slice_level_and_disjoint(phantom_data_dir):
+    """The original study's split: every slice on exactly one side, specimens on both."""
+    import tensorflow_datasets as tfds
+
+    (run,) = experiments.make_runs("shuffled", ("brain_phantom/tiny",), validation=True)
+
+    def keys(split):
+        dataset = tfds.load(
+            "brain_phantom/tiny",
+            split=split,
+            data_dir=phantom_data_dir,
+            decoders={"image": tfds.decode.SkipDecoding()},
+        )
+        return {
+            (ex["specimen"].decode(), int(ex["view"]), int(ex["slice_index"]))
+            for ex in dataset.as_numpy_iterator()
+        }
+
+    train, validation, test = (
+        keys(run.train_split),
+        keys(run.validation_split),
+        keys(run.test_split),
+    )
+    everything = keys("+".join(f"fold{k}" for k in range(NUM_FOLDS)))
+    assert not (train & test) and not (train & validation) and not (validation & test)
+    assert train | validation | test == everything
+    assert 0.15 < len(test) / len(everything) < 0.25
+    # The leak the leakage-free folds prevent: every specimen is on both sides.
+    assert {s for s, _, _ in test} == {s for s, _, _ in train}

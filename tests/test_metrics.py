@@ -183,3 +183,14 @@ def test_metrics_by_origin_splits_examples_by_origin():
     assert brainmaps["confusion_matrix"] == [[1, 1, 0], [0, 0, 0], [0, 0, 1]]
     index = origins == "brainmaps"
     assert brainmaps == metrics.classification_metrics(LABELS[index], PROBABILITIES[index])
+
+
+def test_selective_metrics_count_flagged_rows_and_errors_among_the_rest():
+    probabilities = np.array(
+        [[0.9, 0.05, 0.05], [0.4, 0.35, 0.25], [0.1, 0.8, 0.1], [0.7, 0.2, 0.1]]
+    )
+    labels = np.array([0, 1, 2, 0])  # rows 1 and 2 are wrong; row 1 is unsure
+    result = metrics.selective_metrics(labels, probabilities, uncertain_below=0.5)
+    assert result["flagged_fraction"] == 0.25
+    assert result["error_rate_ok"] == pytest.approx(1 / 3)
+    assert result["errors_flagged"] == 0.5

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from brainview import __version__, devices, gradcam, image_files, metrics
+from brainview import __version__, devices, image_files, metrics, released_models
 from brainview import model as model_lib
 from brainview.classify import outputs, prediction, scan_files, scan_input
 from brainview.labels import VIEWS
@@ -146,7 +146,15 @@ def _load_model(config: ClassifyConfig, strategy: tf.distribute.Strategy):
 
 
 def classify_directory(config: ClassifyConfig) -> Summary:
-    """Classifies every file below config.scan_dir (this shard's share of them)."""
+    """Classifies every file below config.scan_dir (this shard's share of them).
+
+    `config.model_path` is a model.keras path or a shipped model's name (`plane-v1`).
+    """
+    model_name = config.model_path if released_models.is_name(config.model_path) else ""
+    try:
+        config = dataclasses.replace(config, model_path=released_models.resolve(config.model_path))
+    except released_models.UnknownModelError as error:
+        raise ClassifyError(str(error)) from None
     if not os.path.isdir(config.scan_dir):
         raise ClassifyError(f"scan directory not found: {config.scan_dir}")
     if not 0 <= config.shard_index < config.num_shards:
@@ -245,12 +253,12 @@ def classify_directory(config: ClassifyConfig) -> Summary:
     attributes = {
         "class_names": np.array(VIEWS, dtype=object),
         "image_size": image_size,
-        "model": os.path.abspath(config.model_path),
+        "model": model_name or os.path.abspath(config.model_path),
         "model_sha256": model_digest,
         "temperature": card.temperature,
         "preprocessing": card.preprocessing,
         "test_time_augmentation": "mean over 4 mirror images" if tta else "none",
-        "cam_layer": gradcam.CAM_LAYER_NAME,
+        "cam_layer": model_lib.cam_layer_name(model),
         "cam_method": "Grad-CAM of the predicted view's pre-softmax score, per image, float32",
         "scan_dir": os.fsdecode(scan_dir),
         "num_shards": config.num_shards,
@@ -260,7 +268,7 @@ def classify_directory(config: ClassifyConfig) -> Summary:
     }
     manifest = {
         "scan_dir": os.fsdecode(scan_dir),
-        "model": os.path.abspath(config.model_path),
+        "model": model_name or os.path.abspath(config.model_path),
         "model_sha256": model_digest,
         "cams": config.cams_path,
         "num_shards": config.num_shards,
@@ -280,6 +288,8 @@ def _rebuilt_for_size(config: ClassifyConfig, strategy: tf.distribute.Strategy, 
         raise ClassifyError(f"--image_size must be at least 32, got {image_size}")
     card = model_lib.ModelCard.load(model_lib.card_path(config.model_path))
     with strategy.scope():
-        model = model_lib.build_classifier(image_size, "none", head_units=card.head_units)
+        model = model_lib.build_classifier(
+            image_size, "none", head_units=card.head_units, backbone_name=card.backbone
+        )
         model.load_weights(config.model_path)
     return model, dataclasses.replace(card, image_size=image_size)

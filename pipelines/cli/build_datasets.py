@@ -29,7 +29,8 @@ flags.DEFINE_list(
     "datasets",
     ["brain_phantom"],
     "Datasets to build, as TFDS name[/config]: brain_phantom[/default|tiny], "
-    "allen_ccfv3/{10,25,50,100,200}um, allen_nissl/{10,25,50,100}um, brainmaps.",
+    "brain_phantom_outlines[/default|tiny], allen_ccfv3/{10,25,50,100,200}um, "
+    "allen_ccfv3_outlines/{10,25,50,100,200}um, allen_nissl/{10,25,50,100}um, brainmaps.",
 )
 flags.DEFINE_string(
     "allen_ccfv3_file", None, "Also build allen_ccfv3 from this local NRRD (any resolution)."
@@ -48,6 +49,12 @@ flags.DEFINE_string(
     "manual_dir", None, "Folder holding manually downloaded files for every dataset (TFDS layout)."
 )
 flags.DEFINE_string("allen_ccfv3_dir", None, "Folder with average_template_<res>.nrrd.")
+flags.DEFINE_string(
+    "allen_ccfv3_outlines_dir",
+    None,
+    "Folder with the CCFv3 annotation_<res>.nrrd (default: --allen_ccfv3_dir, where the "
+    "Allen files usually sit together).",
+)
 flags.DEFINE_string("allen_nissl_dir", None, "Folder with ara_nissl_<res>.nrrd.")
 flags.DEFINE_string("brainmaps_dir", None, "Folder with coronal/ horizontal/ sagittal/ images.")
 
@@ -68,6 +75,7 @@ def _requests() -> list:
 
     manual_dirs = {
         "allen_ccfv3": FLAGS.allen_ccfv3_dir,
+        "allen_ccfv3_outlines": FLAGS.allen_ccfv3_outlines_dir or FLAGS.allen_ccfv3_dir,
         "allen_nissl": FLAGS.allen_nissl_dir,
         "brainmaps": FLAGS.brainmaps_dir,
     }

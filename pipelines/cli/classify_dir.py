@@ -1,7 +1,7 @@
 r"""Classifies every image below SCAN_DIR: a CSV of predictions and an HDF5 of Grad-CAMs.
 
 Usage:
-  bin/classify_dir SCAN_DIR OUT.csv --model=runs/demo/holdout/model.keras [--cams=OUT.h5]
+  bin/classify_dir SCAN_DIR OUT.csv [--cams=OUT.h5] [--model=plane-v1 | --model=PATH.keras]
 
 CSV columns: path (relative to SCAN_DIR), view, confidence, p_coronal,
 p_horizontal, p_sagittal, width, height, mean_intensity, status (ok, uncertain,
@@ -32,8 +32,9 @@ FLAGS = flags.FLAGS
 # Model.
 flags.DEFINE_string(
     "model",
-    "runs/demo/holdout/model.keras",
-    "A model.keras written by bin/train (its model.json must be beside it).",
+    "plane-v1",
+    "A model shipped with brainview, by name (plane-v1: see its MODEL_CARD.md), or the path "
+    "of a model.keras written by bin/train (its model.json beside it).",
 )
 flags.DEFINE_integer(
     "image_size", None, "Model input size (default: the size it was trained at).", lower_bound=32

