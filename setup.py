@@ -24,6 +24,7 @@ setup(
     python_requires=">=3.11",
     packages=[
         "brainview",
+        "brainview.classify",
         "brainview.cli",
         "brainview_tfds",
         "brainview_tfds.core",
