@@ -18,14 +18,11 @@ code is non-zero only for fatal problems (no model, unwritable output).
 
 from __future__ import annotations
 
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from absl import app, flags
 
-from absl import app, flags, logging
-
-from brainview.cli import flag_errors
+from brainview.cli import startup
 
 FLAGS = flags.FLAGS
 
@@ -119,8 +116,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    logging.set_verbosity(logging.WARNING)
-    app.run(main, flags_parser=flag_errors.parse_flags)
+    startup.run(main, sys.modules[__name__], imports_tensorflow=True)
 
 
 if __name__ == "__main__":
