@@ -54,6 +54,12 @@ flags.DEFINE_string(
     "completes or updates it.",
 )
 flags.DEFINE_bool("sort_copies", False, "--sort_into copies the scans instead of linking them.")
+flags.DEFINE_bool(
+    "score_by_name",
+    False,
+    "The scans' paths name their true view (a folder or file name word coronal, horizontal or "
+    "sagittal, like the demo's sample scans): also print accuracy and a confusion table.",
+)
 flags.DEFINE_integer(
     "commit_every",
     2048,
@@ -101,7 +107,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3:
         raise app.UsageError("usage: classify_dir SCAN_DIR OUT.csv [flags]; see --help")
     scan_dir, output_csv = argv[1], argv[2]
-    from brainview.classify import classify_dir, outputs, sorting
+    from brainview.classify import classify_dir, outputs, scoring, sorting
 
     if FLAGS.sort_into:
         run_outputs = tuple(path for path in (output_csv, FLAGS.cams) if path)
@@ -134,6 +140,8 @@ def main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(summary.format())
+    if FLAGS.score_by_name:
+        print(scoring.score_run(output_csv).format())
     if FLAGS.sort_into:
         try:
             print(
