@@ -140,18 +140,17 @@ def main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(summary.format())
-    if FLAGS.score_by_name:
-        print(scoring.score_run(output_csv).format())
     if FLAGS.sort_into:
         try:
-            print(
-                sorting.sort_scans(
-                    output_csv, scan_dir, FLAGS.sort_into, FLAGS.sort_copies
-                ).format()
+            sorted_scans = sorting.sort_scans(
+                output_csv, scan_dir, FLAGS.sort_into, FLAGS.sort_copies
             )
         except (sorting.SortError, OSError) as error:
             print(f"error: cannot sort into {FLAGS.sort_into}: {error}", file=sys.stderr)
             return 2
+        print(sorted_scans.format())
+    if FLAGS.score_by_name:
+        print(scoring.score_run(output_csv).format())
     if not summary.already_complete:
         print(f"predictions: {output_csv}" + (f"\nCAMs: {FLAGS.cams}" if FLAGS.cams else ""))
     if FLAGS.sort_into:
