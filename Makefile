@@ -58,7 +58,7 @@ demo: install
 	  --model=$(DEMO)/holdout/model.keras --cams=$(DEMO)/cams.h5 --overwrite \
 	  --sort_into=$(DEMO)/sorted --score_by_name
 	$(BIN)/brainview-render-cams $(SAMPLE_SCANS) $(DEMO)/cams.h5 $(DEMO)/overlays \
-	  --csv=$(DEMO)/predictions.csv --select=first --count=8
+	  --csv=$(DEMO)/predictions.csv --select=lowest_confidence --count=8
 	$(BIN)/brainview-render-cams $(SAMPLE_SCANS) $(DEMO)/cams.h5 $(DEMO)/review \
 	  --csv=$(DEMO)/predictions.csv --review --count=48
 	@# -- The released model on the same sample scans, side by side: next step goes here. --
