@@ -1,6 +1,8 @@
 # brainview build file. Every target installs what it needs into .venv first.
 #   make demo   the main job on the embedded default (no downloads)
 #   make test   the test suite (what CI runs)
+#   make install  what a user needs (then bin/* run from the checkout, nothing to activate);
+#   make dev      that plus the developer extras (tests, lint, the `tfds` command line)
 # Variables: PYTHON (interpreter that creates .venv), DATA_DIR (TFDS data dir),
 # SHARED_DATA (the real datasets, default ../shared/data), RUNS (outputs).
 
@@ -12,42 +14,61 @@ RUNS ?= $(CURDIR)/runs
 DATA_DIR ?= $(RUNS)/tensorflow_datasets
 SHARED_DATA ?= $(abspath $(CURDIR)/../shared/data)
 PYTEST_ARGS ?=
-# Extras for development: tests and lint (dev), and the `tfds` command line
-# (tfds-cli: apache-beam, mlcroissant), so its test runs too.
-EXTRAS ?= dev,tfds-cli
+# Extras for development (make dev, test, lint): tests and lint (dev), and the `tfds`
+# command line (tfds-cli: apache-beam, mlcroissant), so its test runs too.
+DEV_EXTRAS ?= dev,tfds-cli
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export BRAINVIEW_SHARED_DATA ?= $(SHARED_DATA)
 
-.PHONY: install test test-fast demo datasets train classify bench bench-quick lint format clean
+.PHONY: install dev test test-fast demo datasets train classify bench bench-quick lint format clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip "setuptools>=70" wheel
-	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	$(PY) -m pip install -q -e .
+	touch $@
+
+dev: $(VENV)/.installed-dev
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[$(DEV_EXTRAS)]'
 	touch $@
 
 # Everything, slow tier included (as CI runs it).
-test: install
+test: dev
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 # Unit and integration tests without the slow end-to-end tier.
-test-fast: install
+test-fast: dev
 	$(PY) -m pytest -q -ra -m "not slow" $(PYTEST_ARGS)
 
-# The main job on the embedded default: build the phantom dataset, train on it,
-# classify a generated folder of sample scans, and draw CAMs for a few of them.
+# The main job on the embedded default: build the phantom dataset, train on it, write a
+# folder of sample scans whose names give their true view, classify them (CSV, CAMs, the
+# scans sorted into one folder per answer, accuracy by name), draw CAMs over some of them
+# and write the review page.
 DEMO := $(RUNS)/demo
+SAMPLE_SCANS := $(RUNS)/sample_scans
 demo: install
 	$(BIN)/brainview-build-datasets --data_dir=$(DATA_DIR) --datasets=brain_phantom
 	$(BIN)/brainview-train --flagfile=configs/demo.flags --data_dir=$(DATA_DIR) --output_dir=$(DEMO)
-	$(PY) -m brainview_tfds.brain_phantom.sample_scans --output_dir=$(RUNS)/sample_scans --count=48
-	$(BIN)/brainview-classify-dir $(RUNS)/sample_scans $(DEMO)/predictions.csv \
-	  --model=$(DEMO)/holdout/model.keras --cams=$(DEMO)/cams.h5 --overwrite
-	$(BIN)/brainview-render-cams $(RUNS)/sample_scans $(DEMO)/cams.h5 $(DEMO)/overlays \
-	  --csv=$(DEMO)/predictions.csv --select=first --count=12
-	@echo "demo done: $(DEMO)/holdout/metrics.json, $(DEMO)/predictions.csv, $(DEMO)/overlays/contact_sheet.png"
+	$(PY) -m brainview.cli.sample_scans --output_dir=$(SAMPLE_SCANS) --count=48
+	$(BIN)/brainview-classify-dir $(SAMPLE_SCANS) $(DEMO)/predictions.csv \
+	  --model=$(DEMO)/holdout/model.keras --cams=$(DEMO)/cams.h5 --overwrite \
+	  --sort_into=$(DEMO)/sorted --score_by_name
+	$(BIN)/brainview-render-cams $(SAMPLE_SCANS) $(DEMO)/cams.h5 $(DEMO)/overlays \
+	  --csv=$(DEMO)/predictions.csv --select=lowest_confidence --count=8
+	$(BIN)/brainview-render-cams $(SAMPLE_SCANS) $(DEMO)/cams.h5 $(DEMO)/review \
+	  --csv=$(DEMO)/predictions.csv --review --count=48
+	@echo "== the same sample scans with the shipped model plane-v1 (trained on the real atlases):"
+	$(BIN)/brainview-classify-dir $(SAMPLE_SCANS) $(DEMO)/plane-v1/predictions.csv \
+	  --cams=$(DEMO)/plane-v1/cams.h5 --overwrite --score_by_name
+	$(BIN)/brainview-render-cams $(SAMPLE_SCANS) $(DEMO)/plane-v1/cams.h5 $(DEMO)/plane-v1/review \
+	  --csv=$(DEMO)/plane-v1/predictions.csv --review --count=48
+	@echo "demo done: $(DEMO)/holdout/metrics.json, $(DEMO)/predictions.csv, $(DEMO)/sorted/,"
+	@echo "  $(DEMO)/overlays/contact_sheet.png, $(DEMO)/review/index.html (open it in a browser),"
+	@echo "  and plane-v1's answers beside the demo model's: $(DEMO)/plane-v1/"
 
 # The real atlases beside the project (see ../shared/data/README.md).
 datasets: install
@@ -62,14 +83,18 @@ FLAGFILE ?= configs/robust.flags
 train: install
 	$(BIN)/brainview-train --flagfile=$(FLAGFILE) --data_dir=$(DATA_DIR)
 
-# Classify SCANS with MODEL (a shipped model name, or a model.keras): make classify SCANS=/path/to/scans
+# Classify SCANS with MODEL (a shipped model's name, or a model.keras):
+#   make classify SCANS=/path/to/scans [MODEL=runs/.../model.keras]
+# (OUT: predictions.csv, cams.h5, sorted/ by answer, review/index.html)
 SCANS ?= $(RUNS)/sample_scans
 MODEL ?= plane-v1
 OUT ?= $(RUNS)/classify
 classify: install
 	mkdir -p $(OUT)
 	$(BIN)/brainview-classify-dir $(SCANS) $(OUT)/predictions.csv --model=$(MODEL) \
-	  --cams=$(OUT)/cams.h5 --resume
+	  --cams=$(OUT)/cams.h5 --resume --sort_into=$(OUT)/sorted
+	$(BIN)/brainview-render-cams $(SCANS) $(OUT)/cams.h5 $(OUT)/review \
+	  --csv=$(OUT)/predictions.csv --review --count=60
 
 # Benchmarks (bench/run_all.py) on generated data in a temp dir; JSON and the README table
 # (README_table.md) go to bench/results/ (bench-quick: bench/results/quick/). The image-size
@@ -83,11 +108,11 @@ bench: install
 bench-quick: install
 	$(PY) -m bench.run_all --quick
 
-lint: install
+lint: dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: install
+format: dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 

@@ -12,6 +12,12 @@ import numpy as np
 
 from brainview.labels import VIEWS
 
+CURVES_NOTE = (
+    "val_: the validation fold (specimens in neither training nor test), one pass per scan, "
+    "at each epoch's end.\nThe test metrics (metrics.json) come from other held-out specimens "
+    "after training,\naveraged over 4 mirror images when the run uses test-time augmentation."
+)
+
 
 def plot_confusion_matrix(confusion: list[list[int]], title: str, path: str) -> None:
     """Counts with row-normalized colours (recall per true view)."""
@@ -48,7 +54,7 @@ def plot_training_curves(history_csv: str, path: str) -> None:
     if not rows:
         return
     epochs = [int(row["epoch"]) + 1 for row in rows]
-    figure, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    figure, axes = plt.subplots(1, 2, figsize=(8, 3.9))
     for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for prefix, style in (("", "-"), ("val_", "--")):
             key = prefix + metric
@@ -58,6 +64,8 @@ def plot_training_curves(history_csv: str, path: str) -> None:
         axis.set_xlabel("epoch")
         axis.set_title(metric)
         axis.legend()
-    figure.tight_layout()
+    # Why val_accuracy and metrics.json's test accuracy differ: other scans, other protocol.
+    figure.text(0.5, 0.01, CURVES_NOTE, ha="center", va="bottom", fontsize=7.5, color="#444")
+    figure.tight_layout(rect=(0, 0.13, 1, 1))
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -171,8 +171,14 @@ def evaluation_dataset(
     maybe mirrored (`augmentation.remount`): a test of robustness to how slides
     are mounted. With `hemisection_seed`, coronal and horizontal scans are cut
     at their midline and one half kept (`hemisection.hemisection_test_image`).
+
+    The dataset declares its length: through the dark-image filter tf.data
+    cannot know it, and Keras (fit's validation, predict) would then read until
+    the data runs out and warn "Your input ran out of data" at every use.
     """
+    num_examples = sum(count_strata(sources, split, config).values())
     dataset = _read_examples(sources, split, config, shuffle_files=False)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_examples))
     seeds = tf.data.Dataset.random(seed=remount_seed or hemisection_seed or 0).batch(2)
 
     def prepare(example: dict, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, dict]:

@@ -34,9 +34,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from brainview import image_files
 from brainview import model as model_lib
-from brainview.classify import outputs, scan_files
+from brainview.classify import outputs, overlays, scan_files
 from brainview.labels import VIEWS
 from tests.classify_helpers import (
     ABSENT,
@@ -397,6 +396,7 @@ def test_golden_cam_file_layout_attributes_and_alignment(golden_run):
     assert attributes["model_sha256"] == model_lib.file_digest(golden_run.model)
     assert attributes["model"] == os.path.abspath(golden_run.model)
     assert attributes["cam_layer"] == "efficientnetb0/top_activation"
+    assert attributes["cam_resolution"].tolist() == [CAM_SIDE, CAM_SIDE]
     assert attributes["temperature"] == pytest.approx(MODEL_TEMPERATURE)
     assert attributes["preprocessing"] == "section"
     assert attributes["scan_dir"] == os.path.abspath(golden_run.scan_dir)
@@ -808,15 +808,15 @@ def test_render_cams_writes_overlays_and_a_contact_sheet(golden_run, tmp_path):
     for index in chosen:
         overlay = Image.open(output / f"row{index:07d}_{rows[index]['view']}.png")
         width, height = int(rows[index]["width"]), int(rows[index]["height"])
-        assert overlay.size == (width, height + 16)  # small scans are not resized
-        scan = image_files.read_image(os.path.join(golden_run.scan_dir, rows[index]["path"]))
-        scan = np.asarray(scan.pixels, np.int16)
-        blended = np.asarray(overlay.convert("RGB"), np.int16)[16:]
-        # The heat map shows (HEAT_ALPHA of the colour where the CAM peaks, less where the
-        # peak falls on the padding outside the scan).
-        assert np.abs(blended - scan).max() > 20, rows[index]["path"]
+        drawn = round(overlays.OVERLAY_SIDE * min(width, height) / max(width, height))
+        # Every scan at the same legible size, its caption strip below it.
+        assert max(overlay.width, overlay.height) >= overlays.OVERLAY_SIDE
+        assert overlay.width == (overlays.OVERLAY_SIDE if width >= height else drawn)
+        pixels = np.asarray(overlay.convert("RGB"), np.int16)[: overlay.height - 40]
+        # The scan is drawn gray; the heat is the only colour (where the CAM is high).
+        assert (pixels.max(axis=-1) - pixels.min(axis=-1)).max() > 40, rows[index]["path"]
     sheet = Image.open(output / "contact_sheet.png")
-    assert sheet.size == (6 * 272, 272)
+    assert sheet.width == 3 * (overlays.SHEET_CELL + 8) + 8  # three overlays, three columns
 
     error_row = next(i for i, r in enumerate(rows) if r["status"] == "error")
     blank_row = next(i for i, r in enumerate(rows) if r["status"] == "blank")

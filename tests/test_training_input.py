@@ -9,6 +9,7 @@ import collections
 import functools
 import math
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -152,6 +153,32 @@ def test_dark_filter_drops_exactly_the_dark_examples(mixed_data_dir, split):
     assert filtered == strata(kept)
     unfiltered = training_input.count_strata(CCF, split, config(mixed_data_dir, dark_filter=False))
     assert unfiltered == strata(rows)
+
+
+def test_evaluation_data_declares_its_length_so_keras_never_runs_out_of_data(mixed_data_dir):
+    """Through the dark-image filter tf.data cannot count the examples; the evaluation
+    dataset declares its number of batches, so Keras (fit's validation, evaluate, predict)
+    stops at its end instead of warning "Your input ran out of data" in every run."""
+    import keras
+
+    split = "fold0+fold2"
+    assert len(not_dark(scan(mixed_data_dir, CCF, split))) < len(scan(mixed_data_dir, CCF, split))
+    dataset = training_input.evaluation_dataset(CCF, split, config(mixed_data_dir, batch_size=4))
+    assert int(dataset.cardinality()) == sum(1 for _ in dataset) > 1
+    images_and_labels = dataset.map(lambda images, labels, metadata: (images, labels))
+    model = keras.Sequential(
+        [
+            keras.Input(dataset.element_spec[0].shape[1:]),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(len(VIEWS)),
+        ]
+    )
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.evaluate(images_and_labels, verbose=0)
+        model.predict(images_and_labels, verbose=0)
+    assert not [w for w in caught if "ran out of data" in str(w.message)]
 
 
 def test_dark_filter_applies_to_the_examples_actually_fed(mixed_data_dir):

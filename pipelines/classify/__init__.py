@@ -15,7 +15,10 @@ One image's path through the modules, in order:
 and the tools that work on finished outputs, through `outputs.py`:
 
     merge_shards.py  join the outputs of a --num_shards run
+    sorting.py       file the scans into one folder per answer (--sort_into)
+    scoring.py       accuracy on scans whose paths name their view (--score_by_name)
     overlays.py      draw CAMs over the scans (bin/render_cams)
+    review_page.py   a static HTML page of a run (bin/render_cams --review)
 
 Nothing here imports the dataset builders or TensorFlow Datasets.
 """

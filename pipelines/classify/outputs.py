@@ -401,6 +401,7 @@ def create_cam_file(
     file["views"].attrs["description"] = "index into the file attribute class_names; -1: error"
     for key, value in attributes.items():
         file.attrs[key] = value
+    file.attrs["cam_resolution"] = np.array(cam_shape, np.int32)  # CAM cells: height, width
     return file
 
 

@@ -2,7 +2,7 @@ r"""Builds brainview's TFDS datasets into sharded TFRecords and prints what was 
 
 Examples:
   # The embedded default (no download):
-  bin/build_datasets
+  bin/build_datasets --datasets=brain_phantom
   # The real data shipped beside the project:
   bin/build_datasets --datasets=brain_phantom,allen_ccfv3/200um,brainmaps \
       --allen_ccfv3_dir=../shared/data/allen_ccfv3_200um \
@@ -13,14 +13,11 @@ Examples:
 
 from __future__ import annotations
 
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from absl import app, flags
 
-from absl import app, flags, logging
-
-from brainview.cli import flag_errors
+from brainview.cli import startup
 
 FLAGS = flags.FLAGS
 
@@ -115,14 +112,17 @@ def main(argv: list[str]) -> int:
         return 1
 
     registered = set(tfds.list_builders(with_community_datasets=False))
+    if not sys.stderr.isatty():
+        tfds.disable_progress_bar()  # a log file gets no bars redrawn line by line
     summaries, failures = {}, []
     for request in requests:
         if request.name not in registered:
-            failures.append(f"{request.full_name}: unknown dataset; see --helpfull for the list")
+            failures.append(f"{request.full_name}: unknown dataset; see --help for the list")
             continue
         print(f"== building {request.full_name}", flush=True)
         try:
-            builder = build.build(request, data_dir=FLAGS.data_dir, overwrite=FLAGS.overwrite)
+            with startup.library_prints_hidden():
+                builder = build.build(request, data_dir=FLAGS.data_dir, overwrite=FLAGS.overwrite)
         except known_errors as error:
             failures.append(str(error))
             continue
@@ -144,8 +144,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    logging.set_verbosity(logging.WARNING)
-    app.run(main, flags_parser=flag_errors.parse_flags)
+    startup.run(main, sys.modules[__name__], imports_tensorflow=True)
 
 
 if __name__ == "__main__":

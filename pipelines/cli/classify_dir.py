@@ -18,14 +18,11 @@ code is non-zero only for fatal problems (no model, unwritable output).
 
 from __future__ import annotations
 
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from absl import app, flags
 
-from absl import app, flags, logging
-
-from brainview.cli import flag_errors
+from brainview.cli import startup
 
 FLAGS = flags.FLAGS
 
@@ -50,6 +47,20 @@ flags.DEFINE_bool(
 flags.DEFINE_string("cams", None, "Write Grad-CAMs to this HDF5 file.")
 flags.DEFINE_bool("resume", False, "Continue an interrupted run of the same command.")
 flags.DEFINE_bool("overwrite", False, "Replace existing outputs.")
+flags.DEFINE_string(
+    "sort_into",
+    None,
+    "Also file the scans into DIR/coronal, horizontal, sagittal (status ok) and DIR/uncertain, "
+    "blank, error, as relative links, e.g. to feed DIR/coronal to DeepSlice or ABBA. Rerunning "
+    "completes or updates it.",
+)
+flags.DEFINE_bool("sort_copies", False, "--sort_into copies the scans instead of linking them.")
+flags.DEFINE_bool(
+    "score_by_name",
+    False,
+    "The scans' paths name their true view (a folder or file name word coronal, horizontal or "
+    "sagittal, like the demo's sample scans): also print accuracy and a confusion table.",
+)
 flags.DEFINE_integer(
     "commit_every",
     2048,
@@ -85,11 +96,27 @@ def _check_shard(values: dict) -> bool:
     return values["shard_index"] < values["num_shards"]
 
 
+@flags.multi_flags_validator(
+    ["sort_into", "num_shards"],
+    "--sort_into needs the whole run: classify without --num_shards to sort",
+)
+def _check_sort_unsharded(values: dict) -> bool:
+    return not values["sort_into"] or values["num_shards"] == 1
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 3:
         raise app.UsageError("usage: classify_dir SCAN_DIR OUT.csv [flags]; see --help")
     scan_dir, output_csv = argv[1], argv[2]
-    from brainview.classify import classify_dir, outputs
+    from brainview.classify import classify_dir, outputs, scoring, sorting
+
+    if FLAGS.sort_into:
+        run_outputs = tuple(path for path in (output_csv, FLAGS.cams) if path)
+        try:
+            sorting.check_sort_dir(FLAGS.sort_into, scan_dir, run_outputs)
+        except sorting.SortError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
 
     config = classify_dir.ClassifyConfig(
         scan_dir=scan_dir,
@@ -114,14 +141,26 @@ def main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(summary.format())
+    if FLAGS.sort_into:
+        try:
+            sorted_scans = sorting.sort_scans(
+                output_csv, scan_dir, FLAGS.sort_into, FLAGS.sort_copies
+            )
+        except (sorting.SortError, OSError) as error:
+            print(f"error: cannot sort into {FLAGS.sort_into}: {error}", file=sys.stderr)
+            return 2
+        print(sorted_scans.format())
+    if FLAGS.score_by_name:
+        print(scoring.score_run(output_csv).format())
     if not summary.already_complete:
         print(f"predictions: {output_csv}" + (f"\nCAMs: {FLAGS.cams}" if FLAGS.cams else ""))
+    if FLAGS.sort_into:
+        print(f"sorted: {FLAGS.sort_into}")
     return 0
 
 
 def run() -> None:
-    logging.set_verbosity(logging.WARNING)
-    app.run(main, flags_parser=flag_errors.parse_flags)
+    startup.run(main, sys.modules[__name__], imports_tensorflow=True)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,11 @@ The merged files equal those of one run over the whole directory.
 
 from __future__ import annotations
 
-import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags
 
-from brainview.cli import flag_errors
+from brainview.cli import startup
 
 FLAGS = flags.FLAGS
 
@@ -47,7 +44,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    app.run(main, flags_parser=flag_errors.parse_flags)
+    startup.run(main, sys.modules[__name__], imports_tensorflow=False)
 
 
 if __name__ == "__main__":

@@ -33,11 +33,9 @@ import os
 import shutil
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 from absl import app, flags, logging
 
-from brainview.cli import flag_errors
+from brainview.cli import startup
 
 FLAGS = flags.FLAGS
 
@@ -367,8 +365,7 @@ def settings_from_args(args: list[str]):
 
 
 def run() -> None:
-    logging.set_verbosity(logging.WARNING)
-    app.run(main, flags_parser=flag_errors.parse_flags)
+    startup.run(main, sys.modules[__name__], imports_tensorflow=True)
 
 
 if __name__ == "__main__":
