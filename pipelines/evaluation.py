@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 
 import keras
 import numpy as np
@@ -88,6 +89,20 @@ def report(predictions: Predictions, temperature: float) -> dict:
 def write_metrics(result: dict, path: str) -> None:
     with open(path, "w", encoding="utf-8") as file:
         json.dump(result, file, indent=2)
+
+
+def save_predictions(parts: dict[str, Predictions], path: str) -> None:
+    """Every example's probabilities (temperature 1), label and origin, per part
+    ("validation", "test", ...), as one .npz: what calibration choices and the
+    README's figures can be recomputed from without running the model again."""
+    arrays = {}
+    for name, predictions in parts.items():
+        arrays[f"{name}_probabilities"] = predictions.probabilities
+        arrays[f"{name}_labels"] = predictions.labels
+        arrays[f"{name}_origins"] = predictions.origins
+    temporary = path + ".tmp.npz"
+    np.savez_compressed(temporary, **arrays)
+    os.replace(temporary, path)
 
 
 def write_misclassified(predictions: Predictions, temperature: float, path: str) -> int:

@@ -102,7 +102,8 @@ def cut_at_midline(
     distance -= offset * tf.cast(tf.reduce_max(shape[:2]), tf.float32)
     keep = tf.where(keep_positive_side, distance >= 0.0, distance <= 0.0)
     background = tf.cast(tf.round(_border_color(image)), image.dtype)
-    return tf.where(keep[..., None], image, background[None, None, :])
+    cut = tf.where(keep[..., None], image, background[None, None, :])
+    return tf.ensure_shape(cut, image.shape)
 
 
 def random_hemisection(image: tf.Tensor, seed: tf.Tensor, max_offset: float = 0.04) -> tf.Tensor:
@@ -117,4 +118,5 @@ def hemisection_test_image(image: tf.Tensor, view: tf.Tensor, seed: tf.Tensor) -
     """The hemisection test set's version of a scan: coronal and horizontal sections
     (view 0, 1) cut exactly at the midline on a random side; sagittal ones unchanged."""
     side = tf.random.stateless_uniform((), seed) < 0.5
-    return tf.cond(view < 2, lambda: cut_at_midline(image, side), lambda: image)
+    result = tf.cond(view < 2, lambda: cut_at_midline(image, side), lambda: image)
+    return tf.ensure_shape(result, image.shape)

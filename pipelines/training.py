@@ -5,7 +5,11 @@ A run directory holds, when the run is complete:
     model.keras, model.json        the model and its card (what inference needs)
     metrics.json                   every metric, overall and per dataset of origin
     confusion_matrix.png, training_curves.png, misclassified.csv
+    predictions.npz                every test (and validation) example's probabilities
     history.csv, logs/             per-epoch metrics, TensorBoard logs
+
+A release run (`--experiment=release`) tests nothing: it has the model, its
+card and `metrics.json` (what it trained on).
 
 While a run is in progress `backup/` holds the state of the last finished
 epoch (Keras BackupAndRestore: weights, optimizer, epoch) and `epochs_done.json`
@@ -132,8 +136,11 @@ def _evaluate(
     settings: TrainSettings,
     temperature: float,
     uncertain_below: float,
-) -> tuple[evaluation.Predictions, dict]:
-    """The test split as it is, remounted and hemisected; and scans that are not brains."""
+) -> tuple[evaluation.Predictions, dict, dict[str, evaluation.Predictions]]:
+    """The test split as it is, remounted and hemisected; and scans that are not brains.
+
+    Returns the test predictions, the metrics, and every part's predictions.
+    """
     config = settings.pipeline
     test = evaluation.predict(
         model,
@@ -176,7 +183,8 @@ def _evaluate(
         uncertain_below,
         settings.tta,
     )
-    return test, result
+    parts = {"test": test, "remounted": remounted, "hemisections": hemisections}
+    return test, result, parts
 
 
 def train_run(
@@ -247,6 +255,7 @@ def train_run(
 
     temperature = settings.temperature or 1.0
     uncertain_below = settings.uncertain_below
+    validation = None
     if validation_data is not None:
         validation = evaluation.predict(model, validation_data, settings.tta)
         if settings.temperature is None:
@@ -257,7 +266,10 @@ def train_run(
         uncertain_below = DEFAULT_UNCERTAIN_BELOW
 
     if run.test_sources:
-        test, result = _evaluate(model, run, settings, temperature, uncertain_below)
+        test, result, parts = _evaluate(model, run, settings, temperature, uncertain_below)
+        if validation is not None:
+            parts["validation"] = validation
+        evaluation.save_predictions(parts, os.path.join(run_dir, "predictions.npz"))
     else:  # a release run: everything trains; its recipe was tested by fold experiments
         test, result = None, {"uncertain_below": uncertain_below, "temperature": temperature}
     result["run"] = dataclasses.asdict(run)
