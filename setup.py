@@ -24,6 +24,7 @@ setup(
     python_requires=">=3.11",
     packages=[
         "brainview",
+        "brainview.beam",
         "brainview.cli",
         "brainview_tfds",
         "brainview_tfds.core",
@@ -60,6 +61,8 @@ setup(
         "dev": ["pytest>=8", "ruff>=0.6", "pandas>=2", "dill"],
         # The `tfds` command line (tfds build) needs these; the library does not.
         "tfds-cli": ["apache-beam", "mlcroissant"],
+        # bin/classify_beam and Beam-generated datasets (--beam_pipeline_options).
+        "beam": ["apache-beam"],
     },
     entry_points={
         "console_scripts": [
