@@ -69,6 +69,7 @@ setup(
             "brainview-build-datasets=brainview.cli.build_datasets:run",
             "brainview-train=brainview.cli.train:run",
             "brainview-classify-dir=brainview.cli.classify_dir:run",
+            "brainview-classify-beam=brainview.cli.classify_beam:run",
             "brainview-merge-shards=brainview.cli.merge_shards:run",
             "brainview-render-cams=brainview.cli.render_cams:run",
         ]
