@@ -180,9 +180,9 @@ def _check_outputs(config: BeamClassifyConfig, targets: list[str]) -> None:
         raise BeamClassifyError(f"{existing[0]} exists: pass --overwrite to replace it")
     if existing:
         FileSystems.delete(existing)
-    for target in targets:
+    for target in targets:  # object stores (gs://, s3://) have no folders to check
         directory = os.path.dirname(target)
-        if directory and not FileSystems.exists(directory):
+        if sinks.is_local(target) and directory and not os.path.isdir(directory):
             raise BeamClassifyError(f"output folder not found: {directory}")
 
 

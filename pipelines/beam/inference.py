@@ -35,6 +35,7 @@ import tensorflow as tf
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
+from brainview import devices, gradcam, predict
 from brainview import model as model_lib
 
 
@@ -61,8 +62,6 @@ class Classifier:
     """A loaded model's prediction function: images (B,S,S,3) -> probabilities [, CAMs]."""
 
     def __init__(self, model_path: str, tta: bool, with_cams: bool):
-        from brainview import devices, gradcam, predict
-
         devices.set_precision("auto")
         model, _ = model_lib.load_model(local_model_copy(model_path))
         self.with_cams = with_cams
