@@ -8,11 +8,12 @@ outputs included), all in this process unless said otherwise:
 * classify_dir: `classify_dir.classify_directory` (tf.data input, batch 64);
 * beam_local: `brainview.beam.classify.classify` on Beam's in-process runner
   (FnApiRunner, one worker: the engine bin/classify_beam uses locally when
-  Prism is unavailable), Beam batching up to 64;
-* beam_two_processes (full mode only): the same with two SDK worker processes
-  (direct_num_workers=2, direct_running_mode=multi_processing), the knob a
-  user would turn on a multi-core machine; each worker loads TensorFlow and
-  the model.
+  Prism is unavailable), Beam batching 64 at a time;
+* beam_two_threads (full mode only): the same with two worker threads
+  (direct_num_workers=2, direct_running_mode=multi_threading), the knob a user
+  would turn on a multi-core machine: one thread decodes while the other's
+  batch is in the model, which both share (worker processes would each load
+  TensorFlow and the model).
 
 Beam's rows equal classify_dir's (tests/test_beam_classify.py); this measures
 only the price of the engine (listing, pickling elements between stages,
@@ -71,7 +72,7 @@ def _beam(ctx: common.Context, scan_dir: str, model_path: str, name: str, option
         output_csv=os.path.join(out, "predictions.csv"),
         model_path=model_path,
         cams_path=os.path.join(out, "cams.h5"),
-        max_batch_size=BATCH_SIZE,
+        batch_size=BATCH_SIZE,
         overwrite=True,
         runner="FnApiRunner",
         pipeline_options=options,
@@ -90,12 +91,12 @@ def run(ctx: common.Context) -> dict:
         "beam_local": lambda: _beam(ctx, scan_dir, model_path, "beam_local", ""),
     }
     if not ctx.quick:
-        measurements["beam_two_processes"] = lambda: _beam(
+        measurements["beam_two_threads"] = lambda: _beam(
             ctx,
             scan_dir,
             model_path,
-            "beam_two_processes",
-            "direct_num_workers=2,direct_running_mode=multi_processing",
+            "beam_two_threads",
+            "direct_num_workers=2,direct_running_mode=multi_threading",
         )
     seconds = common.interleaved(measurements, settings.repeats)
     rates = {name: common.rate(settings.images, values) for name, values in seconds.items()}

@@ -202,7 +202,7 @@ def image_size(result: dict) -> list[str]:
 BEAM_LABELS = {
     "classify_dir": "**classify_dir** (tf.data, one process)",
     "beam_local": "classify_beam, Beam in-process runner (FnApiRunner, 1 worker)",
-    "beam_two_processes": "classify_beam, 2 worker processes (multi_processing)",
+    "beam_two_threads": "classify_beam, 2 worker threads (multi_threading)",
 }
 
 

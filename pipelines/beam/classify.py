@@ -51,7 +51,7 @@ class BeamClassifyConfig:
     model_path: str
     cams_path: str | None = None
     tta: bool | None = None  # None: the model card's choice
-    max_batch_size: int = 64  # Beam batches adaptively up to this many images
+    batch_size: int = 64  # images per model call; Beam forms the batches
     max_decode_side: int = image_files.MAX_DECODE_SIDE
     include_hidden: bool = False
     output_shards: int = 16
@@ -209,7 +209,7 @@ def build(pipeline: beam.Pipeline, config: BeamClassifyConfig, checked: Plan) ->
         config.model_path,
         tta=checked.tta,
         with_cams=bool(config.cams_path),
-        max_batch_size=config.max_batch_size,
+        batch_size=config.batch_size,
     )
     shards = (
         pipeline

@@ -1,7 +1,7 @@
 """RunInference's model handler for brainview's classifier: probabilities and Grad-CAMs.
 
 Beam's RunInference does the engine's part: it batches the scans
-(BatchElements, adaptive batch sizes up to `max_batch_size`), loads the model
+(BatchElements: `batch_size` images, fewer only at a bundle's end), loads the model
 once per worker process and shares it across the process's threads, and
 reports inference metrics. This handler does the model's part, with the same
 functions classify_dir uses:
@@ -85,8 +85,10 @@ class ClassifierHandler(ModelHandler[np.ndarray, PredictionResult, Classifier]):
     answer only, and the image is the bulk of an element.
     """
 
-    def __init__(self, model_path: str, *, tta: bool, with_cams: bool, max_batch_size: int):
-        super().__init__(min_batch_size=1, max_batch_size=max_batch_size)
+    def __init__(self, model_path: str, *, tta: bool, with_cams: bool, batch_size: int):
+        # Full batches, as classify_dir runs them: Beam's adaptive sizing starts at one
+        # image per call; full batches made whole runs 1.2-1.5x faster on our CPU.
+        super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
         self.model_path = model_path
         self.tta = tta
         self.with_cams = with_cams

@@ -69,7 +69,7 @@ flags.DEFINE_string(
     "beam_pipeline_options",
     None,
     "Other Beam pipeline options, comma-separated as for `tfds build`: e.g. "
-    "direct_num_workers=2,direct_running_mode=multi_processing, or "
+    "direct_num_workers=2,direct_running_mode=multi_threading, or "
     "project=P,region=R,temp_location=gs://B/tmp,sdk_container_image=IMAGE for Dataflow.",
 )
 
@@ -77,7 +77,7 @@ flags.DEFINE_string(
 flags.DEFINE_integer(
     "batch_size",
     64,
-    "Largest batch Beam may form for the model (it adapts the size below this).",
+    "Images per model call (Beam forms the batches; a bundle's last one may be smaller).",
     lower_bound=1,
 )
 flags.DEFINE_integer(
@@ -103,7 +103,7 @@ def main(argv: list[str]) -> int:
         model_path=FLAGS.model,
         cams_path=FLAGS.cams,
         tta=FLAGS.tta,
-        max_batch_size=FLAGS.batch_size,
+        batch_size=FLAGS.batch_size,
         max_decode_side=FLAGS.max_decode_side,
         include_hidden=FLAGS.include_hidden,
         output_shards=FLAGS.output_shards,
