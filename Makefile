@@ -14,9 +14,9 @@ RUNS ?= $(CURDIR)/runs
 DATA_DIR ?= $(RUNS)/tensorflow_datasets
 SHARED_DATA ?= $(abspath $(CURDIR)/../shared/data)
 PYTEST_ARGS ?=
-# Extras for development (make dev, test, lint): tests and lint (dev), and the `tfds`
-# command line (tfds-cli: apache-beam, mlcroissant), so its test runs too.
-DEV_EXTRAS ?= dev,tfds-cli
+# Extras for development (make dev, test, lint): tests and lint (dev), the `tfds` command
+# line (tfds-cli: apache-beam, mlcroissant) and Apache Beam (beam), so their tests run too.
+DEV_EXTRAS ?= dev,tfds-cli,beam
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export BRAINVIEW_SHARED_DATA ?= $(SHARED_DATA)
 

@@ -68,12 +68,15 @@ setup(
         "dev": ["pytest>=8", "ruff>=0.6", "pandas>=2", "dill", "scikit-image"],
         # The `tfds` command line (tfds build) needs these; the library does not.
         "tfds-cli": ["apache-beam", "mlcroissant"],
+        # bin/classify_beam and Beam-generated datasets (--beam_pipeline_options).
+        "beam": ["apache-beam"],
     },
     entry_points={
         "console_scripts": [
             "brainview-build-datasets=brainview.cli.build_datasets:run",
             "brainview-train=brainview.cli.train:run",
             "brainview-classify-dir=brainview.cli.classify_dir:run",
+            "brainview-classify-beam=brainview.cli.classify_beam:run",
             "brainview-merge-shards=brainview.cli.merge_shards:run",
             "brainview-render-cams=brainview.cli.render_cams:run",
         ]

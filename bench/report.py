@@ -199,12 +199,41 @@ def image_size(result: dict) -> list[str]:
     ]
 
 
+BEAM_LABELS = {
+    "classify_dir": "**classify_dir** (tf.data, one process)",
+    "beam_local": "classify_beam, Beam in-process runner (FnApiRunner, 1 worker)",
+    "beam_two_threads": "classify_beam, 2 worker threads (multi_threading)",
+}
+
+
+def classify_beam(result: dict) -> list[str]:
+    s = result["settings"]
+    rates = result["images_per_second"]
+    reference = rates["classify_dir"]["per_second"]
+    rows = [
+        [
+            label,
+            _number(rates[name]["per_second"], 1),
+            _number(rates[name]["per_second"] / reference if reference else None),
+        ]
+        for name, label in BEAM_LABELS.items()
+        if name in rates
+    ]
+    title = (
+        f"### Apache Beam on one machine: {s['images']} scans {s['scan_side']}² (PNG + JPEG), "
+        f"model {s['image_size']} px, batch {s['batch_size']}, CAMs, whole calls, "
+        f"median of {s['repeats']}"
+    )
+    return [title, "", *_table(["engine", "img/s", "x classify_dir"], rows)]
+
+
 SECTIONS = {
     "classify_throughput": classify_throughput,
     "memory_scaling": memory_scaling,
     "training_input": training_input,
     "builder": builder,
     "image_size": image_size,
+    "classify_beam": classify_beam,
 }
 
 

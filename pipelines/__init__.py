@@ -20,6 +20,8 @@ Its modules, in the order an image goes through them:
     non_brain.py       generated images that are not brain sections
     plots.py           confusion matrix and training curves
     classify/          classify_dir: scan folder -> CSV + CAM HDF5 (see its __init__)
+    beam/              the same on Apache Beam: bin/classify_beam (imports Beam; nothing
+                       else imports it)
     cli/               the absl binaries behind bin/
 
 Only training_input.py (and the binaries that build or check datasets) import

@@ -13,13 +13,21 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-BENCHMARKS = ("classify_throughput", "memory_scaling", "training_input", "builder", "image_size")
+BENCHMARKS = (
+    "classify_throughput",
+    "memory_scaling",
+    "training_input",
+    "builder",
+    "image_size",
+    "classify_beam",
+)
 SECTIONS = {
     "classify_throughput": ("settings", "images_per_second", "ratios", "targets"),
     "memory_scaling": ("settings", "classify_dir", "original", "growth", "targets"),
     "training_input": ("settings", "steps_per_second", "ratios", "targets"),
     "builder": ("settings", "slices_per_second", "shards", "ratios", "targets"),
     "image_size": ("settings", "by_size", "targets"),
+    "classify_beam": ("settings", "images_per_second", "ratios", "targets"),
 }
 
 
@@ -57,6 +65,12 @@ def test_quick_benchmarks_write_every_section(tmp_path):
 
     table = (results_dir / "README_table.md").read_text()
     assert "### Targets" in table
-    for heading in ("classify_dir throughput", "Peak memory", "Training input", "Builder"):
+    for heading in (
+        "classify_dir throughput",
+        "Peak memory",
+        "Training input",
+        "Builder",
+        "Apache Beam on one machine",
+    ):
         assert heading in table
     assert "Image size" in table

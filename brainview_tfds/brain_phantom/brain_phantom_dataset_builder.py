@@ -3,12 +3,14 @@
 The embedded default dataset: no download, deterministic, builds in seconds.
 Each specimen is a random anatomy (`anatomy.sample_anatomy`) imaged
 with a random appearance (bright- or dark-field, stain tint, noise, blur), so
-the dataset doubles as a domain-randomization source for training.
+the dataset doubles as a domain-randomization source for training. With Beam
+pipeline options, specimens are generated in parallel (one work item each).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -16,7 +18,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from brainview_tfds.brain_phantom import anatomy, phantom_volumes, rendering
-from brainview_tfds.core import features, volumes
+from brainview_tfds.core import beam_generation, features, volumes
+from brainview_tfds.core.beam_generation import KeyExample
 
 # Slices whose tissue covers less of the image than this carry no plane
 # information (empty ends of each axis); the phantom does not emit them.
@@ -31,7 +34,7 @@ class PhantomConfig(tfds.core.BuilderConfig):
     first_seed: int = 0
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(beam_generation.BeamGenerationMixin, tfds.core.GeneratorBasedBuilder):
     """Slices of synthetic mouse brains in all three planes, grouped by specimen."""
 
     VERSION = tfds.core.Version("1.1.0")
@@ -67,32 +70,41 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             for fold in range(features.NUM_FOLDS)
         }
 
-    def _generate_examples(self, specimens: range) -> Iterator[tuple[str, dict[str, Any]]]:
+    def _generate_examples(self, specimens: range) -> Iterator[KeyExample] | Any:
         config = self.builder_config
-        resolution_um = 1000 * anatomy.VOLUME_EXTENT_MM[0] / config.shape[0]
-        for number in specimens:
-            seed = config.first_seed + number
-            density, _, appearance = phantom_volumes.make_specimen(seed, config.shape)
-            specimen = f"phantom{seed:04d}"
-            for view in volumes.AXIS_VIEWS:
-                count = volumes.num_slices(density, view)
-                for index in range(count):
-                    section = volumes.display_slice(density, view, index)
-                    if np.mean(section > TISSUE_DENSITY) < MIN_TISSUE_FRACTION:
-                        continue
-                    rng = np.random.default_rng([seed, volumes.AXIS_VIEWS.index(view), index])
-                    yield (
-                        f"{specimen}/{view}/{index:04d}",
-                        features.make_example(
-                            image=rendering.render_section(section, appearance, rng),
-                            view=view,
-                            origin=self.name,
-                            specimen=specimen,
-                            group=specimen,
-                            source_file=f"{specimen} (generated, seed {seed})",
-                            stain=f"phantom: {appearance.describe()}",
-                            slice_index=index,
-                            slice_position=index / (count - 1),
-                            resolution_um=resolution_um,
-                        ),
-                    )
+        examples_of = functools.partial(
+            specimen_examples, first_seed=config.first_seed, shape=config.shape, origin=self.name
+        )
+        return self.examples_from(specimens, examples_of)
+
+
+def specimen_examples(
+    number: int, *, first_seed: int, shape: tuple[int, int, int], origin: str
+) -> Iterator[KeyExample]:
+    """The examples of phantom specimen `number`: the work item of one worker with Beam."""
+    resolution_um = 1000 * anatomy.VOLUME_EXTENT_MM[0] / shape[0]
+    seed = first_seed + number
+    density, _, appearance = phantom_volumes.make_specimen(seed, shape)
+    specimen = f"phantom{seed:04d}"
+    for view in volumes.AXIS_VIEWS:
+        count = volumes.num_slices(density, view)
+        for index in range(count):
+            section = volumes.display_slice(density, view, index)
+            if np.mean(section > TISSUE_DENSITY) < MIN_TISSUE_FRACTION:
+                continue
+            rng = np.random.default_rng([seed, volumes.AXIS_VIEWS.index(view), index])
+            yield (
+                f"{specimen}/{view}/{index:04d}",
+                features.make_example(
+                    image=rendering.render_section(section, appearance, rng),
+                    view=view,
+                    origin=origin,
+                    specimen=specimen,
+                    group=specimen,
+                    source_file=f"{specimen} (generated, seed {seed})",
+                    stain=f"phantom: {appearance.describe()}",
+                    slice_index=index,
+                    slice_position=index / (count - 1),
+                    resolution_um=resolution_um,
+                ),
+            )

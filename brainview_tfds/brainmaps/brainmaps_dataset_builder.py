@@ -1,8 +1,14 @@
-"""brainmaps: mouse brain section images from BrainMaps.org, plane from the folder."""
+"""brainmaps: mouse brain section images from BrainMaps.org, plane from the folder.
+
+The leakage groups need every image's thumbnail descriptor, so they are computed
+where the build is launched; with Beam pipeline options the examples (decoding,
+PNG encoding) are then generated in parallel, one image per work item.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -12,7 +18,8 @@ from absl import logging
 from etils import epath
 
 from brainview import image_files, labels
-from brainview_tfds.core import errors, features, manual_files, splits
+from brainview_tfds.core import beam_generation, errors, features, manual_files, splits
+from brainview_tfds.core.beam_generation import KeyExample
 
 # Suffixes read as images (case-insensitive). Other files (notes, .DS_Store,
 # Thumbs.db) are skipped and counted in the log.
@@ -30,7 +37,11 @@ class _ImageEntry:
     specimen: str  # first subfolder below the view folder, or UNKNOWN_SPECIMEN
 
 
-class Builder(manual_files.ManualFilesMixin, tfds.core.GeneratorBasedBuilder):
+class Builder(
+    beam_generation.BeamGenerationMixin,
+    manual_files.ManualFilesMixin,
+    tfds.core.GeneratorBasedBuilder,
+):
     """BrainMaps.org images sorted by hand into coronal/ horizontal/ sagittal/."""
 
     VERSION = tfds.core.Version("1.0.0")
@@ -79,23 +90,26 @@ class Builder(manual_files.ManualFilesMixin, tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(
         self, entries: list[tuple[_ImageEntry, str]]
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
-        for entry, group in entries:
-            decoded = _read(entry)
-            yield (
-                entry.relative_path,
-                features.make_example(
-                    image=image_files.downscale_to_max_side(
-                        decoded.pixels, features.MAX_IMAGE_SIDE
-                    ),
-                    view=entry.view,
-                    origin=self.name,
-                    specimen=entry.specimen,
-                    group=group,
-                    source_file=entry.relative_path,
-                    stain=STAIN,
-                ),
-            )
+    ) -> Iterator[KeyExample] | Any:
+        return self.examples_from(entries, functools.partial(_image_examples, origin=self.name))
+
+
+def _image_examples(entry_and_group: tuple[_ImageEntry, str], origin: str) -> Iterator[KeyExample]:
+    """The example of one image: one work item with Beam."""
+    entry, group = entry_and_group
+    decoded = _read(entry)
+    yield (
+        entry.relative_path,
+        features.make_example(
+            image=image_files.downscale_to_max_side(decoded.pixels, features.MAX_IMAGE_SIDE),
+            view=entry.view,
+            origin=origin,
+            specimen=entry.specimen,
+            group=group,
+            source_file=entry.relative_path,
+            stain=STAIN,
+        ),
+    )
 
 
 def _find_images(root: epath.Path, instructions: str) -> list[_ImageEntry]:

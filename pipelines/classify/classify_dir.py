@@ -100,13 +100,17 @@ def _count_in_background(scan_dir: bytes, config: ClassifyConfig) -> dict:
     return result
 
 
-def _segment(
+def batch_segment(
     batch: dict[str, np.ndarray],
     probabilities: np.ndarray,
     cams: np.ndarray | None,
     card: model_lib.ModelCard,
 ) -> outputs.Segment:
-    """The rows of one batch of predictions (its padding rows dropped)."""
+    """The rows of one batch of predictions (its padding rows dropped).
+
+    Decides every row's status; the Beam pipeline (brainview.beam) calls it too,
+    so both engines write the same rows.
+    """
     valid = batch["valid"]
     probabilities = metrics.apply_temperature(probabilities[valid], card.temperature)
     errors = [error.decode("utf-8") for error in batch["error"][valid]]
@@ -236,7 +240,7 @@ def classify_directory(config: ClassifyConfig) -> Summary:
         desc="classify",
     ) as bar:
         for batch, probabilities, cams in predictor.predict(dataset):
-            segment = _segment(batch, probabilities, cams, card)
+            segment = batch_segment(batch, probabilities, cams, card)
             pending.append(segment)
             summary.session_rows += len(segment)
             if len(pending) >= batches_per_commit:
