@@ -554,3 +554,80 @@ class Run:
     cams: str
     model: str
     stdout: str
+
+
+# --- Outputs written without a model ------------------------------------------------------------
+#
+# The writer, the merge and the resume checks do not care where predictions come from: these
+# helpers feed them made-up but deterministic rows, so their tests need no TensorFlow.
+
+WRITER_CAM_SHAPE = (2, 3)
+
+
+def writer_segment(relative_paths: list[bytes]):
+    """The segment classify_dir would commit for these scans, with made-up values that
+    depend only on each path (so a scan gets the same row in any run or shard): every
+    fifth an error row, every seventh blank."""
+    from brainview.classify import outputs
+
+    seeds = np.array([zlib.crc32(path) % 1000 for path in relative_paths], np.int64)
+    logits = np.stack([np.sin(seeds), np.cos(seeds * 1.3), np.sin(seeds * 0.7 + 1)], axis=1)
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    statuses = ["error" if r % 5 == 4 else "blank" if r % 7 == 6 else "ok" for r in seeds]
+    cams = (seeds[:, None, None] % 11 / 10.0) * np.ones((len(seeds), *WRITER_CAM_SHAPE))
+    return outputs.make_segment(
+        relative_paths=list(relative_paths),
+        statuses=statuses,
+        errors=["cannot decode image data" if s == "error" else "" for s in statuses],
+        probabilities=probabilities.astype(np.float32),
+        widths=100 + seeds,
+        heights=80 + seeds,
+        mean_intensities=seeds * 1.5,
+        frames=np.stack([seeds, seeds + 1, seeds + 2, seeds * 0.01], axis=1).astype(np.float32),
+        cams=cams.astype(np.float16),
+    )
+
+
+def writer_signature(scan_dir: str = "/scans", **changes) -> dict:
+    """A run signature like classify_dir's."""
+    signature = {
+        "scan_dir": scan_dir,
+        "model_sha256": "0123456789abcdef",
+        "image_size": 64,
+        "tta": False,
+        "num_shards": 1,
+        "shard_index": 0,
+        "cams": True,
+        "include_hidden": False,
+        "max_decode_side": 2048,
+    }
+    return dict(signature, **changes)
+
+
+def write_outputs(
+    csv_path: str,
+    cams_path: str | None,
+    relative_paths: list[bytes],
+    signature: dict | None = None,
+    segment_rows: int = 4,
+) -> None:
+    """A complete run's outputs, as classify_dir writes them (manifest and CAM attributes
+    included), for `relative_paths` in this order."""
+    from brainview.classify import outputs
+
+    signature = signature or writer_signature(cams=bool(cams_path))
+    writer = outputs.OutputWriter(csv_path, cams_path, signature, resume=False, overwrite=False)
+    for start in range(0, len(relative_paths), segment_rows):
+        writer.commit(writer_segment(relative_paths[start : start + segment_rows]))
+    attributes = {
+        "class_names": np.array(["coronal", "horizontal", "sagittal"], dtype=object),
+        "model_sha256": signature["model_sha256"],
+        "num_shards": signature["num_shards"],
+        "shard_index": signature["shard_index"],
+    }
+    manifest = {
+        "cams": os.path.abspath(cams_path) if cams_path else None,
+        "num_shards": signature["num_shards"],
+        "shard_index": signature["shard_index"],
+    }
+    writer.finish(attributes, manifest, WRITER_CAM_SHAPE)

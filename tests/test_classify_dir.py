@@ -36,7 +36,7 @@ from PIL import Image
 
 from brainview import image_files
 from brainview import model as model_lib
-from brainview.classify import outputs, scan_files
+from brainview.classify import classify_dir, outputs, scan_files, scan_input
 from brainview.labels import VIEWS
 from tests.classify_helpers import (
     ABSENT,
@@ -203,6 +203,109 @@ def test_walk_order_is_depth_first_by_raw_name_bytes_whatever_the_creation_order
     ]
     assert shards == [walked[0::3], walked[1::3], walked[2::3]]
     assert scan_files.display_path(b"\xff\xfe.png") == "\\xff\\xfe.png"
+
+
+# --- Resume by path (fast) ----------------------------------------------------------------------
+
+
+def _make_files(root, names: list[bytes]) -> None:
+    for name in names:
+        path = os.path.join(os.fsencode(root), name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as file:
+            file.write(b"x")
+
+
+def _resume_point(root, rows: int, num_shards: int = 1, shard_index: int = 0):
+    """The journal of a run whose first `rows` rows (of this shard) are committed now."""
+    walked = scan_files.shard(scan_files.walk(os.fsencode(root)), num_shards, shard_index)
+    digest, last = "", None
+    for _, entry in zip(range(rows), walked, strict=False):
+        digest, last = outputs.path_digest(digest, entry.relative_path), entry.relative_path
+    return outputs.ResumePoint(rows, last, digest)
+
+
+def test_resume_continues_after_the_last_path_and_explains_a_changed_directory(tmp_path):
+    """Resume skipped a *count* of walked files: a file added or removed before
+    `--resume` duplicated one row and never classified another. Now files added after
+    the last committed path are simply classified; any change among the committed ones
+    is refused with what changed, for a finished run too."""
+    root = tmp_path / "scans"
+    _make_files(root, [b"a.png", b"b.png", b"c/d.png", b"c/e.png", b"f.png"])
+    config = classify_dir.ClassifyConfig(str(root), str(tmp_path / "out.csv"), "unused.keras")
+
+    def check(point, finished=False):
+        classify_dir._check_unchanged(os.fsencode(root), config, point, finished)
+
+    point = _resume_point(root, 4)
+    assert point.last_path == b"c/e.png"
+    check(point)
+    _make_files(root, [b"c/e2.png", b"z.png"])  # after the last committed path: fine
+    check(point)
+    _make_files(root, [b"a2.png"])  # before it
+    with pytest.raises(classify_dir.ClassifyError) as error:
+        check(point)
+    message = str(error.value)
+    assert "the scan directory changed since its rows were written" in message
+    assert "file 4 is now c/d.png, it was c/e.png" in message and "--overwrite" in message
+    os.remove(root / "a2.png")
+    os.rename(root / "b.png", root / "b2.png")  # same count, other files
+    with pytest.raises(classify_dir.ClassifyError, match="among the first 4 were added, removed"):
+        check(point)
+    os.remove(root / "b2.png")
+    with pytest.raises(classify_dir.ClassifyError, match=r"file 4 is now c/e2\.png"):
+        check(point)
+
+    finished = _resume_point(root, 6)
+    check(finished, finished=True)
+    _make_files(root, [b"zz.png"])
+    with pytest.raises(classify_dir.ClassifyError) as error:
+        check(finished, finished=True)
+    assert "is complete, but the scan directory changed since it was written" in str(error.value)
+    assert "were added after the 6 rows" in str(error.value)
+
+
+def test_resume_check_of_a_shard_notices_files_added_in_other_shares(tmp_path):
+    """With shards every later assignment (walk index % N) shifted too."""
+    root = tmp_path / "scans"
+    _make_files(root, [b"a.png", b"b.png", b"c.png", b"d.png", b"e.png", b"f.png"])
+    config = classify_dir.ClassifyConfig(
+        str(root), str(tmp_path / "out.csv"), "unused.keras", num_shards=2, shard_index=1
+    )
+    point = _resume_point(root, 2, num_shards=2, shard_index=1)  # b.png, d.png
+    classify_dir._check_unchanged(os.fsencode(root), config, point, False)
+    _make_files(root, [b"a1.png"])  # shard 0's share, but everything after it shifts
+    with pytest.raises(classify_dir.ClassifyError, match=r"file 2 of this shard is now c\.png, it"):
+        classify_dir._check_unchanged(os.fsencode(root), config, point, False)
+
+
+def test_scan_input_starts_after_the_last_committed_path_even_if_it_is_gone(tmp_path):
+    root = tmp_path / "scans"
+    names = [b"a.png", b"b/c.png", b"b/d\xff.png", b"b.png", b"e.png"]
+    for name in names:
+        path = os.path.join(os.fsencode(root), name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(path, format="PNG")
+
+    def paths_after(last: bytes) -> list[bytes]:
+        dataset = scan_input.scan_dataset(
+            os.fsencode(root),
+            image_size=32,
+            mode="plain",
+            batch_size=2,
+            max_decode_side=64,
+            resume_after=last,
+        )
+        return [
+            p
+            for batch in dataset
+            for p, v in zip(batch["path"].numpy(), batch["valid"].numpy(), strict=True)
+            if v
+        ]
+
+    assert paths_after(b"b/c.png") == [b"b/d\xff.png", b"b.png", b"e.png"]
+    os.remove(os.path.join(os.fsencode(root), b"b/d\xff.png"))
+    assert paths_after(b"b/d\xff.png") == [b"b.png", b"e.png"]
 
 
 # --- Bad inputs (fast: the reader alone; slow: the binary) ----------------------------------------

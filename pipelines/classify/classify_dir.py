@@ -9,7 +9,13 @@ This module decides what a run is (model, image size, batch size, TTA, the
 settings a resume must match) and what each row says; the other modules of
 `brainview.classify` do the work. Bad files never stop the run: they get a
 row with status "error". Fatal problems (no model, unwritable outputs,
-unreadable scan directory) raise ClassifyError with a one-line message.
+unreadable scan directory) raise ClassifyError (or outputs.OutputError) with a
+one-line message. Refused before any work: outputs that collide or sit inside
+the scan directory, outputs another run is writing, a resume (of an
+unfinished or a finished run) with other settings or over a scan directory
+whose committed files changed. Decodes go through a journal
+(decode_journal.py), so a scan that gets the run killed for lack of memory is
+an error row after `--resume` instead of the next death.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from tqdm import tqdm
 
 from brainview import __version__, devices, gradcam, image_files, metrics
 from brainview import model as model_lib
-from brainview.classify import outputs, prediction, scan_files, scan_input
+from brainview.classify import decode_journal, outputs, prediction, scan_files, scan_input
 from brainview.labels import VIEWS
 
 
@@ -123,7 +129,7 @@ def _segment(
         else:
             statuses.append("ok")
     return outputs.make_segment(
-        paths=[scan_files.display_path(path) for path in batch["path"][valid]],
+        relative_paths=list(batch["path"][valid]),
         statuses=statuses,
         errors=errors,
         probabilities=probabilities,
@@ -145,6 +151,55 @@ def _load_model(config: ClassifyConfig, strategy: tf.distribute.Strategy):
         raise ClassifyError(f"cannot load model {config.model_path}: {error}") from None
 
 
+def _check_unchanged(
+    scan_dir: bytes, config: ClassifyConfig, point: outputs.ResumePoint, finished: bool
+) -> None:
+    """Refuses outputs whose committed rows no longer match the scan directory's files.
+
+    The committed rows must be exactly this shard's first files in walk order
+    now (the digest of their raw paths is recorded with them), and a finished
+    run must have no file after them. Otherwise resuming would shift rows onto
+    other files, or call stale outputs complete.
+    """
+    walked = scan_files.shard(
+        scan_files.walk(scan_dir, config.include_hidden), config.num_shards, config.shard_index
+    )
+    digest, count, nth, more = "", 0, None, False
+    for entry in walked:
+        if count == point.rows:
+            more = True
+            break
+        digest = outputs.path_digest(digest, entry.relative_path)
+        count += 1
+        nth = entry.relative_path
+    files = "files in this shard" if config.num_shards > 1 else "files"
+    if count < point.rows:
+        detail = f"it now has {count} {files} where {point.rows} rows were written"
+    elif digest != point.paths_digest:
+        if point.last_path is not None and nth != point.last_path:
+            shard = " of this shard" if config.num_shards > 1 else ""
+            detail = (
+                f"file {point.rows}{shard} is now {scan_files.display_path(nth)}, "
+                f"it was {scan_files.display_path(point.last_path)}"
+            )
+        else:
+            detail = f"{files} among the first {point.rows} were added, removed or renamed"
+    elif finished and more:
+        detail = f"{files} were added after the {point.rows} rows written"
+    else:
+        return
+    if finished:
+        raise ClassifyError(
+            f"{config.output_csv} is complete, but the scan directory changed since it was "
+            f"written ({detail}): use --overwrite to classify it again"
+        )
+    raise ClassifyError(
+        f"cannot resume {config.output_csv}: the scan directory changed since its rows were "
+        f"written ({detail}), so they would no longer line up with its files: use --overwrite "
+        "to start again"
+    )
+
+
 def classify_directory(config: ClassifyConfig) -> Summary:
     """Classifies every file below config.scan_dir (this shard's share of them)."""
     if not os.path.isdir(config.scan_dir):
@@ -160,7 +215,11 @@ def classify_directory(config: ClassifyConfig) -> Summary:
         raise ClassifyError(
             f"cannot read scan directory {config.scan_dir}: {error.strerror}"
         ) from None
+    outputs.check_output_paths(config.output_csv, config.cams_path, config.scan_dir)
+    return _classify(config, scan_dir)
 
+
+def _classify(config: ClassifyConfig, scan_dir: bytes) -> Summary:
     devices.set_precision("auto")
     # Nodes share a run through --num_shards; within a node, every GPU is used.
     strategy = devices.select_strategy(cluster=False)
@@ -190,22 +249,87 @@ def classify_directory(config: ClassifyConfig) -> Summary:
         "include_hidden": config.include_hidden,
         "max_decode_side": config.max_decode_side,
     }
+    writer = outputs.OutputWriter(
+        config.output_csv,
+        config.cams_path,
+        signature,
+        resume=config.resume,
+        overwrite=config.overwrite,
+    )
+    resumed = writer.resume_point
     try:
-        writer = outputs.OutputWriter(
-            config.output_csv,
-            config.cams_path,
-            signature,
-            resume=config.resume,
-            overwrite=config.overwrite,
-        )
+        if resumed is not None:
+            _check_unchanged(scan_dir, config, resumed, finished=writer.already_complete)
     except OSError as error:
-        raise ClassifyError(f"cannot write outputs next to {config.output_csv}: {error}") from None
+        writer.close()
+        raise ClassifyError(f"cannot read scan directory {config.scan_dir}: {error}") from None
+    except ClassifyError:
+        writer.close()
+        raise
     if writer.already_complete:
         return Summary(already_complete=True)
+    try:
+        journal = decode_journal.DecodeJournal(
+            outputs.decode_journal_path(config.output_csv),
+            scan_dir,
+            config.max_decode_side,
+            resume=resumed is not None,
+        )
+    except OSError as error:
+        writer.close()
+        raise ClassifyError(f"cannot write next to {config.output_csv}: {error}") from None
+    try:
+        predictor = prediction.Predictor(model, strategy, bool(config.cams_path), tta)
+        summary = _run(config, scan_dir, predictor, card, image_size, writer, journal)
+        summary.rows, summary.by_view, summary.by_status = outputs.count_rows(config.output_csv)
+        attributes = {
+            "class_names": np.array(VIEWS, dtype=object),
+            "image_size": image_size,
+            "model": os.path.abspath(config.model_path),
+            "model_sha256": model_digest,
+            "temperature": card.temperature,
+            "preprocessing": card.preprocessing,
+            "test_time_augmentation": "mean over 4 mirror images" if tta else "none",
+            "cam_layer": gradcam.CAM_LAYER_NAME,
+            "cam_method": "Grad-CAM of the predicted view's pre-softmax score, per image, float32",
+            "scan_dir": os.fsdecode(scan_dir),
+            "num_shards": config.num_shards,
+            "shard_index": config.shard_index,
+            "brainview_version": __version__,
+            "created": outputs.utc_now(),
+        }
+        manifest = {
+            "scan_dir": os.fsdecode(scan_dir),
+            "model": os.path.abspath(config.model_path),
+            "model_sha256": model_digest,
+            "cams": os.path.abspath(config.cams_path) if config.cams_path else None,
+            "num_shards": config.num_shards,
+            "shard_index": config.shard_index,
+            "by_view": dict(summary.by_view),
+            "by_status": dict(summary.by_status),
+            "last_session": {"rows": summary.session_rows, "seconds": round(summary.seconds, 2)},
+            "device": devices.describe(),
+        }
+        writer.finish(attributes, manifest, cam_shape)
+        journal.remove()
+    finally:
+        journal.close()
+        writer.close()
+    return summary
 
+
+def _run(
+    config: ClassifyConfig,
+    scan_dir: bytes,
+    predictor: prediction.Predictor,
+    card: model_lib.ModelCard,
+    image_size: int,
+    writer: outputs.OutputWriter,
+    journal: decode_journal.DecodeJournal,
+) -> Summary:
+    """Classifies the files after the writer's last committed one, committing as it goes."""
     summary = Summary()
     total = _count_in_background(scan_dir, config)
-    predictor = prediction.Predictor(model, strategy, bool(config.cams_path), tta)
     dataset = scan_input.scan_dataset(
         scan_dir,
         image_size=image_size,
@@ -215,9 +339,18 @@ def classify_directory(config: ClassifyConfig) -> Summary:
         num_shards=config.num_shards,
         shard_index=config.shard_index,
         include_hidden=config.include_hidden,
-        skip=writer.rows_done,
+        resume_after=writer.last_path,
+        load_scan=journal.load,
     )
     batches_per_commit = max(1, -(-config.commit_every // config.batch_size))
+
+    def commit(pending: list[outputs.Segment]) -> None:
+        writer.commit(outputs.concatenate(pending))
+        try:
+            journal.compact()
+        except OSError as error:
+            raise ClassifyError(f"cannot write {journal.path}: {error.strerror}") from None
+
     started = time.perf_counter()
     pending: list[outputs.Segment] = []
     with tqdm(
@@ -232,45 +365,14 @@ def classify_directory(config: ClassifyConfig) -> Summary:
             pending.append(segment)
             summary.session_rows += len(segment)
             if len(pending) >= batches_per_commit:
-                writer.commit(outputs.concatenate(pending))
+                commit(pending)
                 pending = []
             if "total" in total and bar.total is None:
                 bar.total = total["total"]
             bar.update(len(segment))
         if pending:
-            writer.commit(outputs.concatenate(pending))
+            commit(pending)
     summary.seconds = time.perf_counter() - started
-    summary.rows, summary.by_view, summary.by_status = outputs.count_rows(config.output_csv)
-
-    attributes = {
-        "class_names": np.array(VIEWS, dtype=object),
-        "image_size": image_size,
-        "model": os.path.abspath(config.model_path),
-        "model_sha256": model_digest,
-        "temperature": card.temperature,
-        "preprocessing": card.preprocessing,
-        "test_time_augmentation": "mean over 4 mirror images" if tta else "none",
-        "cam_layer": gradcam.CAM_LAYER_NAME,
-        "cam_method": "Grad-CAM of the predicted view's pre-softmax score, per image, float32",
-        "scan_dir": os.fsdecode(scan_dir),
-        "num_shards": config.num_shards,
-        "shard_index": config.shard_index,
-        "brainview_version": __version__,
-        "created": outputs.utc_now(),
-    }
-    manifest = {
-        "scan_dir": os.fsdecode(scan_dir),
-        "model": os.path.abspath(config.model_path),
-        "model_sha256": model_digest,
-        "cams": config.cams_path,
-        "num_shards": config.num_shards,
-        "shard_index": config.shard_index,
-        "by_view": dict(summary.by_view),
-        "by_status": dict(summary.by_status),
-        "last_session": {"rows": summary.session_rows, "seconds": round(summary.seconds, 2)},
-        "device": devices.describe(),
-    }
-    writer.finish(attributes, manifest, cam_shape)
     return summary
 
 
