@@ -165,13 +165,16 @@ def _check_unchanged(
         scan_files.walk(scan_dir, config.include_hidden), config.num_shards, config.shard_index
     )
     digest, count, nth, more = "", 0, None, False
-    for entry in walked:
-        if count == point.rows:
-            more = True
-            break
-        digest = outputs.path_digest(digest, entry.relative_path)
-        count += 1
-        nth = entry.relative_path
+    try:
+        for entry in walked:
+            if count == point.rows:
+                more = True
+                break
+            digest = outputs.path_digest(digest, entry.relative_path)
+            count += 1
+            nth = entry.relative_path
+    except OSError as error:
+        raise ClassifyError(f"cannot read scan directory {config.scan_dir}: {error}") from None
     files = "files in this shard" if config.num_shards > 1 else "files"
     if count < point.rows:
         detail = f"it now has {count} {files} where {point.rows} rows were written"
@@ -256,66 +259,67 @@ def _classify(config: ClassifyConfig, scan_dir: bytes) -> Summary:
         resume=config.resume,
         overwrite=config.overwrite,
     )
-    resumed = writer.resume_point
     try:
-        if resumed is not None:
-            _check_unchanged(scan_dir, config, resumed, finished=writer.already_complete)
-    except OSError as error:
-        writer.close()
-        raise ClassifyError(f"cannot read scan directory {config.scan_dir}: {error}") from None
-    except ClassifyError:
-        writer.close()
-        raise
-    if writer.already_complete:
-        return Summary(already_complete=True)
-    try:
-        journal = decode_journal.DecodeJournal(
-            outputs.decode_journal_path(config.output_csv),
-            scan_dir,
-            config.max_decode_side,
-            resume=resumed is not None,
-        )
-    except OSError as error:
-        writer.close()
-        raise ClassifyError(f"cannot write next to {config.output_csv}: {error}") from None
-    try:
-        predictor = prediction.Predictor(model, strategy, bool(config.cams_path), tta)
-        summary = _run(config, scan_dir, predictor, card, image_size, writer, journal)
-        summary.rows, summary.by_view, summary.by_status = outputs.count_rows(config.output_csv)
-        attributes = {
-            "class_names": np.array(VIEWS, dtype=object),
-            "image_size": image_size,
-            "model": os.path.abspath(config.model_path),
-            "model_sha256": model_digest,
-            "temperature": card.temperature,
-            "preprocessing": card.preprocessing,
-            "test_time_augmentation": "mean over 4 mirror images" if tta else "none",
-            "cam_layer": gradcam.CAM_LAYER_NAME,
-            "cam_method": "Grad-CAM of the predicted view's pre-softmax score, per image, float32",
-            "scan_dir": os.fsdecode(scan_dir),
-            "num_shards": config.num_shards,
-            "shard_index": config.shard_index,
-            "brainview_version": __version__,
-            "created": outputs.utc_now(),
-        }
-        manifest = {
-            "scan_dir": os.fsdecode(scan_dir),
-            "model": os.path.abspath(config.model_path),
-            "model_sha256": model_digest,
-            "cams": os.path.abspath(config.cams_path) if config.cams_path else None,
-            "num_shards": config.num_shards,
-            "shard_index": config.shard_index,
-            "by_view": dict(summary.by_view),
-            "by_status": dict(summary.by_status),
-            "last_session": {"rows": summary.session_rows, "seconds": round(summary.seconds, 2)},
-            "device": devices.describe(),
-        }
-        writer.finish(attributes, manifest, cam_shape)
-        journal.remove()
+        if writer.resume_point is not None:
+            _check_unchanged(scan_dir, config, writer.resume_point, writer.already_complete)
+        if writer.already_complete:
+            return Summary(already_complete=True)
+        try:
+            journal = decode_journal.DecodeJournal(
+                outputs.decode_journal_path(config.output_csv),
+                scan_dir,
+                config.max_decode_side,
+                resume=writer.resume_point is not None,
+            )
+        except OSError as error:
+            raise ClassifyError(f"cannot write next to {config.output_csv}: {error}") from None
+        try:
+            predictor = prediction.Predictor(model, strategy, bool(config.cams_path), tta)
+            summary = _run(config, scan_dir, predictor, card, image_size, writer, journal)
+            summary.rows, summary.by_view, summary.by_status = outputs.count_rows(config.output_csv)
+            attributes, manifest = _provenance(config, signature, card, summary)
+            writer.finish(attributes, manifest, cam_shape)
+            journal.remove()
+        finally:
+            journal.close()
+        return summary
     finally:
-        journal.close()
         writer.close()
-    return summary
+
+
+def _provenance(
+    config: ClassifyConfig, signature: dict, card: model_lib.ModelCard, summary: Summary
+) -> tuple[dict, dict]:
+    """The CAM file's attributes and the run manifest's fields: what ran, on what."""
+    attributes = {
+        "class_names": np.array(VIEWS, dtype=object),
+        "image_size": signature["image_size"],
+        "model": os.path.abspath(config.model_path),
+        "model_sha256": signature["model_sha256"],
+        "temperature": card.temperature,
+        "preprocessing": card.preprocessing,
+        "test_time_augmentation": "mean over 4 mirror images" if signature["tta"] else "none",
+        "cam_layer": gradcam.CAM_LAYER_NAME,
+        "cam_method": "Grad-CAM of the predicted view's pre-softmax score, per image, float32",
+        "scan_dir": signature["scan_dir"],
+        "num_shards": config.num_shards,
+        "shard_index": config.shard_index,
+        "brainview_version": __version__,
+        "created": outputs.utc_now(),
+    }
+    manifest = {
+        "scan_dir": signature["scan_dir"],
+        "model": os.path.abspath(config.model_path),
+        "model_sha256": signature["model_sha256"],
+        "cams": os.path.abspath(config.cams_path) if config.cams_path else None,
+        "num_shards": config.num_shards,
+        "shard_index": config.shard_index,
+        "by_view": dict(summary.by_view),
+        "by_status": dict(summary.by_status),
+        "last_session": {"rows": summary.session_rows, "seconds": round(summary.seconds, 2)},
+        "device": devices.describe(),
+    }
+    return attributes, manifest
 
 
 def _run(
