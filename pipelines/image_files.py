@@ -40,6 +40,11 @@ Size
     before any pixel is decoded: PNG, TIFF, BMP and GIF can only be decoded at
     full resolution, so the limit bounds the memory of one reader (1 GB for
     8-bit gray at the limit, 4 GB for RGB, which Pillow stores in 4 bytes).
+    Pixels alone do not bound it, though: 16-bit RGB takes two decodes and a
+    16-bit copy (~22 bytes per pixel), WebP ~17. So the memory a decode will
+    take is also estimated from the header, by mode and bit depth
+    (`decode_memory`), and files that would need more than MAX_DECODE_BYTES
+    are refused before decoding, with the estimate in the reason.
     JPEGs are decoded at 1/2, 1/4 or 1/8 scale when that still covers the
     target size (libjpeg DCT scaling). Images are then shrunk with an area
     (box) filter so the longer side is at most `max_side`; `width` and
@@ -85,6 +90,8 @@ from PIL import Image, ImageFile, TiffImagePlugin, UnidentifiedImageError
 MAX_DECODE_SIDE = 2048
 # Refused above this many pixels (from the header, before decoding) to bound memory; see above.
 MAX_IMAGE_PIXELS = 1_000_000_000
+# Refused when decoding would take more memory than this (estimated from the header).
+MAX_DECODE_BYTES = 5_000_000_000
 # ITU-R 601 luma, as in PIL's "L" conversion and tf.image.rgb_to_grayscale.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
@@ -360,6 +367,7 @@ def _decode_stream(stream: BinaryIO, max_side: int, name: str) -> DecodedImage:
         with Image.open(stream, formats=_FORMATS) as image:
             width, height = image.size
             _check_pixel_count(width, height, name)
+            _check_decode_memory(image, max_side, name)
             frames = getattr(image, "n_frames", 1)
             with _decode_slot(width * height):
                 samples = _decode_samples(image, stream, max_side, name)
@@ -470,6 +478,92 @@ def _fitted_size(width: int, height: int, max_side: int) -> tuple[int, int]:
         return width, height
     scale = max_side / longer
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+# --- Memory ---------------------------------------------------------------------------------------
+
+# Peak bytes per source pixel while the first frame is decoded and shrunk, by
+# Pillow mode: the decoded frame and the full-size conversions this module makes
+# (palette -> RGB, premultiplied alpha for the area filter), measured as peak RSS
+# growth of fresh processes decoding 9 MP files, plus ~10 %. tests/test_decode_memory.py
+# checks every entry against a new measurement.
+_DECODE_BYTES_PER_PIXEL = {
+    "1": 2.5,
+    "L": 1.25,
+    "P": 5.75,
+    "I;16": 2.5,
+    "I;16L": 2.5,
+    "I;16B": 2.5,
+    "I;16N": 2.5,
+    "I": 5.0,
+    "F": 5.0,
+    "RGB": 4.75,
+    "RGBX": 4.75,
+    "CMYK": 4.75,
+    "YCbCr": 4.75,
+    "LA": 9.25,
+    "La": 9.25,
+    "PA": 9.25,
+    "RGBA": 9.25,
+    "RGBa": 9.25,
+}
+_UNKNOWN_MODE_BYTES_PER_PIXEL = 9.25
+_TRANSPARENT_PALETTE_BYTES_PER_PIXEL = 10.25  # converted to RGBA, then premultiplied
+_WIDE_COLOUR_BYTES_PER_PIXEL = {3: 22.0, 4: 26.5}  # two 8-bit decodes and a uint16 copy
+_WEBP_BYTES_PER_PIXEL = 17.5  # libwebp's buffer and Pillow's copy of it
+# Per pixel of the shrunk result: its uint8/float copies (robust range, RGB, mean).
+_OUTPUT_BYTES_PER_PIXEL = 18
+# Whatever the size: decoder state, buffers of the compressed stream.
+_DECODE_OVERHEAD_BYTES = 16_000_000
+
+
+def decode_memory(image: ImageFile.ImageFile, max_side: int = MAX_DECODE_SIDE) -> int:
+    """The peak memory (bytes) `read_image` needs for `image`, estimated from its header.
+
+    `image` is opened but not loaded. By mode and bit depth, for the pixels
+    actually decoded (JPEG at the reduced scale libjpeg will use), plus the
+    shrunk result. An upper bound of the measured peak, not an exact figure.
+    """
+    width, height = image.size
+    target = _fitted_size(width, height, max_side)
+    if image.format == "JPEG" and len(image.tile) == 1 and target != (width, height):
+        # The scale JpegImageFile.draft picks: the largest of 8, 4, 2 that still covers target.
+        factor = min(width // target[0], height // target[1])
+        scale = next(s for s in (8, 4, 2, 1) if factor >= s)
+        width, height = -(-width // scale), -(-height // scale)
+    wide = [r for r in map(_tile_rawmode, image.tile) if r.endswith(_WIDE_RAWMODE_SUFFIXES)]
+    if image.format == "WEBP":
+        per_pixel = _WEBP_BYTES_PER_PIXEL
+    elif wide and image.mode in ("RGB", "RGBA", "RGBX"):
+        per_pixel = _WIDE_COLOUR_BYTES_PER_PIXEL[4 if image.mode == "RGBA" else 3]
+    elif image.mode == "P" and "transparency" in image.info:
+        per_pixel = _TRANSPARENT_PALETTE_BYTES_PER_PIXEL
+    else:
+        per_pixel = _DECODE_BYTES_PER_PIXEL.get(image.mode, _UNKNOWN_MODE_BYTES_PER_PIXEL)
+    output = target[0] * target[1] * _OUTPUT_BYTES_PER_PIXEL
+    return int(width * height * per_pixel + output + _DECODE_OVERHEAD_BYTES)
+
+
+def estimated_decode_bytes(path: StrOrBytesPath, max_side: int = MAX_DECODE_SIDE) -> int:
+    """`decode_memory` of the image file at `path` (header only); 0 if it cannot be opened."""
+    try:
+        with _open_regular_file(path, "") as stream, Image.open(stream, formats=_FORMATS) as image:
+            return decode_memory(image, max_side)
+    except (ImageReadError, UnidentifiedImageError, Image.DecompressionBombError, *_DECODE_ERRORS):
+        return 0
+
+
+def _check_decode_memory(image: ImageFile.ImageFile, max_side: int, name: str) -> None:
+    needed = decode_memory(image, max_side)
+    if needed > MAX_DECODE_BYTES:
+        wide = any(r.endswith(_WIDE_RAWMODE_SUFFIXES) for r in map(_tile_rawmode, image.tile))
+        kind = f"{'16-bit ' if wide else ''}{image.mode} {image.format}"
+        raise ImageReadError(
+            f"too large to decode: {image.size[0]}x{image.size[1]} {kind} needs about "
+            f"{needed / 1e9:.1f} GB of memory, over the limit of "
+            f"{MAX_DECODE_BYTES / 1e9:.1f} GB that bounds memory use",
+            name,
+        )
 
 
 # --- 16-bit colour ------------------------------------------------------------------------------

@@ -17,6 +17,15 @@ how many epochs that is (written by brainview after each backup: Keras' own
 count is private to its backup files). Running the same command again after an
 interrupt resumes from there and trains only the remaining epochs; a complete
 run (metrics.json present) is not repeated.
+
+A kill must not leave a file that breaks the next run: what brainview reads
+back (metrics.json, epochs_done.json) is written to a temporary file, fsynced
+and renamed, and read back as absent if it does not parse; a backup that Keras
+left torn (it rewrites its metadata in place) is put back to the previous
+epoch's copy, or dropped (`_usable_backup`). Under multi-worker training only
+the chief writes to the run directory; the other workers keep their backups
+in a scratch folder of their own, seeded from the chief's, so every worker
+resumes from the same epoch.
 """
 
 from __future__ import annotations
@@ -29,8 +38,10 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 
+import h5py
 import keras
 import tensorflow as tf
 from absl import logging
@@ -94,24 +105,98 @@ def _compile(model: keras.Model, settings: TrainSettings, steps_per_epoch: int) 
 
 
 EPOCHS_DONE_FILE = "epochs_done.json"
+METRICS_FILE = "metrics.json"
+# Keras 3 BackupAndRestore's files (double_checkpoint keeps the previous pair as *.bkp).
+_BACKUP_METADATA = "training_metadata.json"
+_BACKUP_WEIGHTS = "latest.weights.h5"
 
 
-def _write_json_atomically(path: str, value: dict) -> None:
+def write_atomically(path: str, data: bytes) -> None:
+    """Writes `path` so that a kill leaves the old file or the new one, never a torn one."""
     temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as file:
-        json.dump(value, file)
+    with open(temporary, "wb") as file:
+        file.write(data)
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, path)
 
 
+def write_json_atomically(path: str, value: dict, indent: int | None = None) -> None:
+    write_atomically(path, json.dumps(value, indent=indent).encode("utf-8"))
+
+
+def read_json_or_none(path: str) -> dict | None:
+    """A JSON object file, or None if it is absent or does not parse (torn by a kill)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            value = json.load(file)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        logging.warning("%s is unreadable (%s): treated as absent", path, error)
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def completed_epochs(run_dir: str) -> int:
     """Epochs of an interrupted run already saved by its backup (0 if none, or unreadable)."""
+    record = read_json_or_none(os.path.join(run_dir, EPOCHS_DONE_FILE)) or {}
+    epochs = record.get("epochs_done")
+    return epochs if isinstance(epochs, int) else 0
+
+
+def complete_metrics(run_dir: str) -> dict | None:
+    """The metrics of a complete run, or None (not complete, or metrics.json torn)."""
+    return read_json_or_none(os.path.join(run_dir, METRICS_FILE))
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's files (one worker of a multi-worker cluster)."""
+    return strategy.extended.should_checkpoint
+
+
+def _backup_pair_usable(backup_dir: str, suffix: str) -> int | None:
+    """The epoch of Keras' backup (metadata + weights) with this file suffix, if both load."""
+    metadata = read_json_or_none(os.path.join(backup_dir, _BACKUP_METADATA + suffix)) or {}
+    epoch = metadata.get("epoch")
+    weights = os.path.join(backup_dir, _BACKUP_WEIGHTS + suffix)
     try:
-        with open(os.path.join(run_dir, EPOCHS_DONE_FILE), encoding="utf-8") as file:
-            return int(json.load(file)["epochs_done"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
+        with h5py.File(weights, "r"):
+            pass
+    except OSError:
+        return None
+    return epoch if isinstance(epoch, int) else None
+
+
+def _usable_backup(run_dir: str, backup_dir: str) -> None:
+    """Leaves `backup_dir` in a state Keras' BackupAndRestore can load, or removes it.
+
+    Keras rewrites its weights and metadata in place at every epoch end: a kill
+    in between leaves a pair that fails to load on every later run. The
+    previous epoch's pair (double_checkpoint) is then put back, with our epoch
+    record to match; without one the backup is dropped and the run starts over
+    (its history.csv with it, as those epochs are gone).
+    """
+    if not os.path.exists(os.path.join(backup_dir, _BACKUP_METADATA)):
+        return
+    if _backup_pair_usable(backup_dir, "") is not None:
+        return
+    epoch = _backup_pair_usable(backup_dir, ".bkp")
+    if epoch is not None:
+        logging.warning(
+            "%s: the last backup is torn; restoring the one of epoch %d", backup_dir, epoch
+        )
+        for name in (_BACKUP_WEIGHTS, _BACKUP_METADATA):
+            source = os.path.join(backup_dir, name + ".bkp")
+            shutil.copyfile(source, os.path.join(backup_dir, name + ".tmp"))
+            os.replace(os.path.join(backup_dir, name + ".tmp"), os.path.join(backup_dir, name))
+        write_json_atomically(os.path.join(run_dir, EPOCHS_DONE_FILE), {"epochs_done": epoch})
+        return
+    logging.warning("%s: the backup is torn and has no previous copy; starting over", backup_dir)
+    shutil.rmtree(backup_dir)
+    for name in (EPOCHS_DONE_FILE, "history.csv"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(run_dir, name))
 
 
 class EpochRecord(keras.callbacks.Callback):
@@ -123,7 +208,37 @@ class EpochRecord(keras.callbacks.Callback):
         self.path = os.path.join(run_dir, EPOCHS_DONE_FILE)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        _write_json_atomically(self.path, {"epochs_done": epoch + 1})
+        write_json_atomically(self.path, {"epochs_done": epoch + 1})
+
+
+def _callbacks(run_dir: str, chief: bool) -> tuple[list[keras.callbacks.Callback], str | None]:
+    """fit()'s callbacks, and the scratch folder to delete afterwards (non-chief workers).
+
+    The chief backs up into run_dir/backup and logs; another worker backs up
+    into a scratch folder seeded with the chief's backup (every worker must
+    resume from the same epoch) and writes nothing else.
+    """
+    backup_dir = os.path.join(run_dir, "backup")
+    if not chief:
+        scratch = tempfile.mkdtemp(prefix="brainview-worker-")
+        worker_backup = os.path.join(scratch, "backup")
+        if os.path.isdir(backup_dir):
+            shutil.copytree(backup_dir, worker_backup)
+            _usable_backup(scratch, worker_backup)
+        backup = keras.callbacks.BackupAndRestore(
+            worker_backup, double_checkpoint=True, delete_checkpoint=False
+        )
+        return [backup], scratch
+    _usable_backup(run_dir, backup_dir)
+    return [
+        # Before CSVLogger: an epoch is logged only once its state is saved.
+        keras.callbacks.BackupAndRestore(
+            backup_dir, double_checkpoint=True, delete_checkpoint=False
+        ),
+        EpochRecord(run_dir),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
+    ], None
 
 
 def _features_only(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -198,12 +313,14 @@ def train_run(
     Resumes an interrupted run from its last finished epoch and returns the
     saved metrics of a complete one.
     """
-    metrics_path = os.path.join(run_dir, "metrics.json")
-    if os.path.exists(metrics_path):
+    metrics_path = os.path.join(run_dir, METRICS_FILE)
+    complete = complete_metrics(run_dir)
+    if complete is not None:
         logging.info("%s: already complete, reusing %s", run.name, metrics_path)
-        with open(metrics_path, encoding="utf-8") as file:
-            return json.load(file)
-    os.makedirs(run_dir, exist_ok=True)
+        return complete
+    chief = is_chief(strategy)
+    if chief:
+        os.makedirs(run_dir, exist_ok=True)
     config = settings.pipeline
     keras.utils.set_random_seed(config.seed)
 
@@ -227,19 +344,10 @@ def train_run(
         )
         _compile(model, settings, steps)
 
-    backup_dir = os.path.join(run_dir, "backup")
+    callbacks, scratch = _callbacks(run_dir, chief)
     done = completed_epochs(run_dir)
     if done:
         print(f"{run.name}: resuming after epoch {done} of {settings.epochs}", flush=True)
-    callbacks = [
-        # Before CSVLogger: an epoch is logged only once its state is saved.
-        keras.callbacks.BackupAndRestore(
-            backup_dir, double_checkpoint=True, delete_checkpoint=False
-        ),
-        EpochRecord(run_dir),
-        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
-        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
-    ]
     started = time.perf_counter()
     model.fit(
         train_data,
@@ -252,6 +360,8 @@ def train_run(
     )
     train_seconds = time.perf_counter() - started
     epochs_run = settings.epochs - done
+    if scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
 
     temperature = settings.temperature or 1.0
     uncertain_below = settings.uncertain_below
@@ -293,6 +403,8 @@ def train_run(
         recipe=settings.recipe,
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
+    if not chief:
+        return result  # the chief writes the run's files
     model_lib.save_model(model, card, os.path.join(run_dir, "model.keras"))
     if test is not None:
         evaluation.write_misclassified(
@@ -308,8 +420,8 @@ def train_run(
     plots.plot_training_curves(
         os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "training_curves.png")
     )
-    evaluation.write_metrics(result, metrics_path)  # last: marks the run complete
-    shutil.rmtree(backup_dir, ignore_errors=True)
+    write_json_atomically(metrics_path, result, indent=2)  # last: marks the run complete
+    shutil.rmtree(os.path.join(run_dir, "backup"), ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
         os.remove(os.path.join(run_dir, EPOCHS_DONE_FILE))
     return result

@@ -42,10 +42,35 @@ def _environment() -> dict[str, str]:
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
 
 
-def run_tool(tool: str, *args: str, timeout: float = BINARY_TIMEOUT) -> subprocess.CompletedProcess:
+# Root reads and lists everything whatever the permission bits, because it holds
+# CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH. Dropped from the bounding set before exec,
+# the program runs as root without them: permission bits apply to it as to any user.
+# (No mount, no other user: the interpreter may live where only root can read.)
+_WITHOUT_PERMISSION_OVERRIDE = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
+for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+    if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+        sys.exit(f"cannot drop capability {capability}: {os.strerror(ctypes.get_errno())}")
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+
+
+def _command(tool: str, args: tuple[str, ...], permissions_apply: bool) -> list[str]:
+    """The command running `tool`; with `permissions_apply`, file permission bits bind it
+    even when the tests run as root."""
+    if permissions_apply and os.geteuid() == 0:
+        return [sys.executable, "-c", _WITHOUT_PERMISSION_OVERRIDE, tool, *args]
+    return [sys.executable, tool, *args]
+
+
+def run_tool(
+    tool: str, *args: str, timeout: float = BINARY_TIMEOUT, permissions_apply: bool = False
+) -> subprocess.CompletedProcess:
     """Runs one of the bin/ tools to completion; text output (undecodable bytes replaced)."""
     return subprocess.run(
-        [sys.executable, tool, *args],
+        _command(tool, args, permissions_apply),
         capture_output=True,
         text=True,
         errors="replace",
@@ -314,8 +339,7 @@ def write_golden_scans(directory: str) -> None:
 
 # What classify_dir must report for a file: "good" (ok or uncertain), "blank", "error"
 # (with `message` in the error column), "absent" (no row, by design: hidden files,
-# special files, links to directories), or "readable" (as root, permissions do not
-# keep root from reading, so the row is ok/uncertain/blank).
+# special files, links to directories), or "readable" (ok/uncertain/blank).
 GOOD, BLANK, ERROR, ABSENT = "good", "blank", "error", "absent"
 READABLE = "readable"  # good, uncertain or blank, whichever
 GOOD_OR_BLANK = "good_or_blank"
@@ -327,6 +351,15 @@ class CorpusFile:
     expect: str
     message: str = ""  # a fragment of the expected error message
     note: str = ""
+    privileged: str = ""  # `expect` for a reader that ignores permission bits (root), if other
+
+
+def corpus_expectations(files: list[CorpusFile], privileged: bool) -> list[CorpusFile]:
+    """The corpus as a reader sees it that does (root in-process) or does not ignore
+    permission bits (any user; root without its capabilities, see run_tool)."""
+    if not privileged:
+        return list(files)
+    return [dataclasses.replace(f, expect=f.privileged or f.expect) for f in files]
 
 
 HUGE_SIDE = 20_000
@@ -405,22 +438,16 @@ def write_bad_corpus(directory: str) -> list[CorpusFile]:
     # Unreadable: permissions (root reads anyway), and paths the kernel refuses.
     write_image(path(b"no_permission.png"), section_image(rng))
     os.chmod(path(b"no_permission.png"), 0)
-    as_root = os.geteuid() == 0
-    files.append(
-        CorpusFile(
-            b"no_permission.png",
-            READABLE if as_root else ERROR,
-            "permission denied",
-            note="chmod 000; root reads it anyway",
-        )
-    )
+    files.append(CorpusFile(b"no_permission.png", ERROR, "permission denied", privileged=READABLE))
     os.mkdir(path(b"locked_dir"))
     write_image(path(b"locked_dir/inside.png"), section_image(rng))
     os.chmod(path(b"locked_dir"), 0)
-    if as_root:
-        files.append(CorpusFile(b"locked_dir/inside.png", READABLE, note="root lists it"))
-    else:
-        files.append(CorpusFile(b"locked_dir/", ERROR, "cannot list directory"))
+    files.append(
+        CorpusFile(
+            b"locked_dir/", ERROR, "cannot list directory: Permission denied", privileged=ABSENT
+        )
+    )
+    files.append(CorpusFile(b"locked_dir/inside.png", ABSENT, privileged=READABLE))
     too_long = _deep_chain(root, b"deep")
     files.append(CorpusFile(too_long, ERROR, "cannot list directory: File name too long"))
 
@@ -457,6 +484,7 @@ def write_bad_corpus(directory: str) -> list[CorpusFile]:
         b'double "quotes".png',
         b"it's single.png",
         b"new\nline.png",
+        b"carriage\rreturn.png",
         b"tab\tand  spaces .png",
         b"latin1 \xff\xe9 bytes.png",  # not valid UTF-8
         "naïve ünïcode.png".encode(),
@@ -554,3 +582,80 @@ class Run:
     cams: str
     model: str
     stdout: str
+
+
+# --- Outputs written without a model ------------------------------------------------------------
+#
+# The writer, the merge and the resume checks do not care where predictions come from: these
+# helpers feed them made-up but deterministic rows, so their tests need no TensorFlow.
+
+WRITER_CAM_SHAPE = (2, 3)
+
+
+def writer_segment(relative_paths: list[bytes]):
+    """The segment classify_dir would commit for these scans, with made-up values that
+    depend only on each path (so a scan gets the same row in any run or shard): every
+    fifth an error row, every seventh blank."""
+    from brainview.classify import outputs
+
+    seeds = np.array([zlib.crc32(path) % 1000 for path in relative_paths], np.int64)
+    logits = np.stack([np.sin(seeds), np.cos(seeds * 1.3), np.sin(seeds * 0.7 + 1)], axis=1)
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    statuses = ["error" if r % 5 == 4 else "blank" if r % 7 == 6 else "ok" for r in seeds]
+    cams = (seeds[:, None, None] % 11 / 10.0) * np.ones((len(seeds), *WRITER_CAM_SHAPE))
+    return outputs.make_segment(
+        relative_paths=list(relative_paths),
+        statuses=statuses,
+        errors=["cannot decode image data" if s == "error" else "" for s in statuses],
+        probabilities=probabilities.astype(np.float32),
+        widths=100 + seeds,
+        heights=80 + seeds,
+        mean_intensities=seeds * 1.5,
+        frames=np.stack([seeds, seeds + 1, seeds + 2, seeds * 0.01], axis=1).astype(np.float32),
+        cams=cams.astype(np.float16),
+    )
+
+
+def writer_signature(scan_dir: str = "/scans", **changes) -> dict:
+    """A run signature like classify_dir's."""
+    signature = {
+        "scan_dir": scan_dir,
+        "model_sha256": "0123456789abcdef",
+        "image_size": 64,
+        "tta": False,
+        "num_shards": 1,
+        "shard_index": 0,
+        "cams": True,
+        "include_hidden": False,
+        "max_decode_side": 2048,
+    }
+    return dict(signature, **changes)
+
+
+def write_outputs(
+    csv_path: str,
+    cams_path: str | None,
+    relative_paths: list[bytes],
+    signature: dict | None = None,
+    segment_rows: int = 4,
+) -> None:
+    """A complete run's outputs, as classify_dir writes them (manifest and CAM attributes
+    included), for `relative_paths` in this order."""
+    from brainview.classify import outputs
+
+    signature = signature or writer_signature(cams=bool(cams_path))
+    writer = outputs.OutputWriter(csv_path, cams_path, signature, resume=False, overwrite=False)
+    for start in range(0, len(relative_paths), segment_rows):
+        writer.commit(writer_segment(relative_paths[start : start + segment_rows]))
+    attributes = {
+        "class_names": np.array(["coronal", "horizontal", "sagittal"], dtype=object),
+        "model_sha256": signature["model_sha256"],
+        "num_shards": signature["num_shards"],
+        "shard_index": signature["shard_index"],
+    }
+    manifest = {
+        "cams": os.path.abspath(cams_path) if cams_path else None,
+        "num_shards": signature["num_shards"],
+        "shard_index": signature["shard_index"],
+    }
+    writer.finish(attributes, manifest, WRITER_CAM_SHAPE)

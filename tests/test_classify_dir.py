@@ -26,7 +26,12 @@ import json
 import os
 import re
 import shutil
+import signal
+import struct
+import subprocess
+import sys
 import time
+import zlib
 
 import h5py
 import numpy as np
@@ -34,11 +39,20 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from brainview import image_files
 from brainview import model as model_lib
-from brainview.classify import outputs, overlays, scan_files
+from brainview.classify import (
+    classify_dir,
+    decode_journal,
+    outputs,
+    overlays,
+    scan_files,
+    scan_input,
+)
 from brainview.labels import VIEWS
 from tests.classify_helpers import (
     ABSENT,
+    BINARY_TIMEOUT,
     BLANK,
     CLASSIFY_DIR,
     ERROR,
@@ -50,8 +64,10 @@ from tests.classify_helpers import (
     MODEL_TEMPERATURE,
     READABLE,
     RENDER_CAMS,
+    REPO_ROOT,
     UNCERTAIN_BELOW,
     classify_args,
+    corpus_expectations,
     finish_tool,
     kill_tool,
     read_cam_file,
@@ -204,6 +220,109 @@ def test_walk_order_is_depth_first_by_raw_name_bytes_whatever_the_creation_order
     assert scan_files.display_path(b"\xff\xfe.png") == "\\xff\\xfe.png"
 
 
+# --- Resume by path (fast) ----------------------------------------------------------------------
+
+
+def _make_files(root, names: list[bytes]) -> None:
+    for name in names:
+        path = os.path.join(os.fsencode(root), name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as file:
+            file.write(b"x")
+
+
+def _resume_point(root, rows: int, num_shards: int = 1, shard_index: int = 0):
+    """The journal of a run whose first `rows` rows (of this shard) are committed now."""
+    walked = scan_files.shard(scan_files.walk(os.fsencode(root)), num_shards, shard_index)
+    digest, last = "", None
+    for _, entry in zip(range(rows), walked, strict=False):
+        digest, last = outputs.path_digest(digest, entry.relative_path), entry.relative_path
+    return outputs.ResumePoint(rows, last, digest)
+
+
+def test_resume_continues_after_the_last_path_and_explains_a_changed_directory(tmp_path):
+    """Resume skipped a *count* of walked files: a file added or removed before
+    `--resume` duplicated one row and never classified another. Now files added after
+    the last committed path are simply classified; any change among the committed ones
+    is refused with what changed, for a finished run too."""
+    root = tmp_path / "scans"
+    _make_files(root, [b"a.png", b"b.png", b"c/d.png", b"c/e.png", b"f.png"])
+    config = classify_dir.ClassifyConfig(str(root), str(tmp_path / "out.csv"), "unused.keras")
+
+    def check(point, finished=False):
+        classify_dir._check_unchanged(os.fsencode(root), config, point, finished)
+
+    point = _resume_point(root, 4)
+    assert point.last_path == b"c/e.png"
+    check(point)
+    _make_files(root, [b"c/e2.png", b"z.png"])  # after the last committed path: fine
+    check(point)
+    _make_files(root, [b"a2.png"])  # before it
+    with pytest.raises(classify_dir.ClassifyError) as error:
+        check(point)
+    message = str(error.value)
+    assert "the scan directory changed since its rows were written" in message
+    assert "file 4 is now c/d.png, it was c/e.png" in message and "--overwrite" in message
+    os.remove(root / "a2.png")
+    os.rename(root / "b.png", root / "b2.png")  # same count, other files
+    with pytest.raises(classify_dir.ClassifyError, match="among the first 4 were added, removed"):
+        check(point)
+    os.remove(root / "b2.png")
+    with pytest.raises(classify_dir.ClassifyError, match=r"file 4 is now c/e2\.png"):
+        check(point)
+
+    finished = _resume_point(root, 6)
+    check(finished, finished=True)
+    _make_files(root, [b"zz.png"])
+    with pytest.raises(classify_dir.ClassifyError) as error:
+        check(finished, finished=True)
+    assert "is complete, but the scan directory changed since it was written" in str(error.value)
+    assert "were added after the 6 rows" in str(error.value)
+
+
+def test_resume_check_of_a_shard_notices_files_added_in_other_shares(tmp_path):
+    """With shards every later assignment (walk index % N) shifted too."""
+    root = tmp_path / "scans"
+    _make_files(root, [b"a.png", b"b.png", b"c.png", b"d.png", b"e.png", b"f.png"])
+    config = classify_dir.ClassifyConfig(
+        str(root), str(tmp_path / "out.csv"), "unused.keras", num_shards=2, shard_index=1
+    )
+    point = _resume_point(root, 2, num_shards=2, shard_index=1)  # b.png, d.png
+    classify_dir._check_unchanged(os.fsencode(root), config, point, False)
+    _make_files(root, [b"a1.png"])  # shard 0's share, but everything after it shifts
+    with pytest.raises(classify_dir.ClassifyError, match=r"file 2 of this shard is now c\.png, it"):
+        classify_dir._check_unchanged(os.fsencode(root), config, point, False)
+
+
+def test_scan_input_starts_after_the_last_committed_path_even_if_it_is_gone(tmp_path):
+    root = tmp_path / "scans"
+    names = [b"a.png", b"b/c.png", b"b/d\xff.png", b"b.png", b"e.png"]
+    for name in names:
+        path = os.path.join(os.fsencode(root), name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(path, format="PNG")
+
+    def paths_after(last: bytes) -> list[bytes]:
+        dataset = scan_input.scan_dataset(
+            os.fsencode(root),
+            image_size=32,
+            mode="plain",
+            batch_size=2,
+            max_decode_side=64,
+            resume_after=last,
+        )
+        return [
+            p
+            for batch in dataset
+            for p, v in zip(batch["path"].numpy(), batch["valid"].numpy(), strict=True)
+            if v
+        ]
+
+    assert paths_after(b"b/c.png") == [b"b/d\xff.png", b"b.png", b"e.png"]
+    os.remove(os.path.join(os.fsencode(root), b"b/d\xff.png"))
+    assert paths_after(b"b/d\xff.png") == [b"b.png", b"e.png"]
+
+
 # --- Bad inputs (fast: the reader alone; slow: the binary) ----------------------------------------
 
 
@@ -226,8 +345,10 @@ def expected_rows(files) -> list[bytes]:
 def test_bad_inputs_are_walked_and_explained_one_by_one(bad_corpus):
     """The reader classify_dir uses, without TensorFlow: quick diagnosis when the
     end-to-end test below fails. Every file yields one entry, in the documented
-    order, and every bad one a clear one-line reason."""
+    order, and every bad one a clear one-line reason. (In this process root reads
+    files whatever their permissions.)"""
     directory, files = bad_corpus
+    files = corpus_expectations(files, privileged=os.geteuid() == 0)
     root = os.fsencode(directory)
     entries = list(scan_files.walk(root))
     assert [e.relative_path for e in entries] == expected_rows(files)
@@ -250,14 +371,18 @@ def test_bad_inputs_are_walked_and_explained_one_by_one(bad_corpus):
 def test_bad_input_corpus_never_stops_the_run(bad_corpus, classifier_model, tmp_path):
     """One folder of broken, unreadable, special, huge and oddly named files: exit 0,
     one row per file in walk order, errors with clear messages, and a CSV/HDF5 pair
-    that pandas, the csv module and h5py read with rows aligned."""
+    that pandas, the csv module and h5py read with rows aligned. Permission bits apply
+    to the run even when the tests run as root (it runs without root's override), so
+    "permission denied" and unlistable-directory rows are produced end to end."""
     directory, files = bad_corpus
+    files = corpus_expectations(files, privileged=False)
     csv_path, cams_path = str(tmp_path / "out.csv"), str(tmp_path / "cams.h5")
     started = time.perf_counter()
     result = run_tool(
         CLASSIFY_DIR,
         *classify_args(directory, csv_path, classifier_model, cams_path, "--batch_size=8"),
         timeout=600,  # a FIFO that is opened would block forever
+        permissions_apply=True,
     )
     elapsed = time.perf_counter() - started
     assert result.returncode == 0, result.stderr[-3000:]
@@ -289,7 +414,11 @@ def test_bad_input_corpus_never_stops_the_run(bad_corpus, classifier_model, tmp_
     assert (huge["width"], huge["height"]) == (str(HUGE_SIDE), str(HUGE_SIDE))
     assert elapsed < 600  # the 400 MP image is decoded shrunk, in a few seconds
     odd = {row["path"] for row in rows}
-    assert {"new\nline.png", 'double "quotes".png', "latin1 \\xff\\xe9 bytes.png"} <= odd
+    assert {"new\nline.png", "carriage\rreturn.png", 'double "quotes".png'} <= odd
+    assert "latin1 \\xff\\xe9 bytes.png" in odd
+    by_row = {row["path"]: row for row in rows}
+    assert by_row["no_permission.png"]["error"] == "permission denied"
+    assert by_row["locked_dir/"]["error"] == "cannot list directory: Permission denied"
 
     # pandas, as users load it (keep_default_na: an empty error is "", not NaN).
     frame = pd.read_csv(csv_path, keep_default_na=False, dtype=str)
@@ -533,7 +662,8 @@ def test_resume_refuses_other_settings_and_reruns_need_a_flag(
 ):
     """An unfinished run is only continued by the same command: another model or
     setting is refused with one line naming what changed; a run is never silently
-    redone or overwritten; `--resume` of a finished run is a successful no-op."""
+    redone or overwritten; `--resume` of a finished run is a successful no-op with the
+    same settings, and refused with others."""
     scans = str(tmp_path / "scans")
     write_synthetic_scans(scans, 48, seed=11)
     csv_path, cams_path = str(tmp_path / "out.csv"), str(tmp_path / "cams.h5")
@@ -583,11 +713,223 @@ def test_resume_refuses_other_settings_and_reruns_need_a_flag(
 
     again = start_tool(CLASSIFY_DIR, *base, log_path=str(tmp_path / "again.log"))
     complete = start_tool(CLASSIFY_DIR, *base, "--resume", log_path=str(tmp_path / "done.log"))
+    # --resume of the finished run with other settings: refused like an unfinished one
+    # (it used to print "already complete" and leave the old predictions; `make
+    # classify` resumes into one folder whatever SCANS is).
+    other_scans = str(tmp_path / "other_scans")
+    shutil.copytree(scans, other_scans)
+    elsewhere = start_tool(
+        CLASSIFY_DIR,
+        *classify_args(other_scans, csv_path, classifier_model, cams_path, "--batch_size=8"),
+        "--resume",
+        log_path=str(tmp_path / "elsewhere.log"),
+    )
+    other_model = start_tool(
+        CLASSIFY_DIR,
+        *classify_args(scans, csv_path, other_classifier_model, cams_path, "--batch_size=8"),
+        "--resume",
+        log_path=str(tmp_path / "other_model.log"),
+    )
     code, log = finish_tool(again)
     assert_one_line_error(code, log, "exists", "--overwrite")
     code, log = finish_tool(complete)
     assert code == 0 and "already complete" in log, log[-3000:]
+    for process, changed in ((elsewhere, "scan_dir"), (other_model, "model_sha256")):
+        code, log = finish_tool(process)
+        assert_one_line_error(code, log, f"finished run made with different settings ({changed})")
     assert read_bytes(csv_path) == finished
+
+
+def _copy_scan(scans: str, source: str, name: str) -> None:
+    shutil.copyfile(os.path.join(scans, source), os.path.join(scans, name))
+
+
+@pytest.mark.slow
+def test_resume_follows_paths_one_run_at_a_time_and_never_calls_stale_outputs_complete(
+    classifier_model, tmp_path
+):
+    """The issue's resume holes, through the binary: a second run on live outputs is
+    refused (no interleaved rows) and a killed run's lock is taken over; a file added
+    before the last committed one is refused with an explanation (it used to duplicate
+    one row and skip another), one added after it is classified, and the result is
+    byte for byte the run over the final folder; a finished run whose folder gained a
+    file is not "already complete"."""
+    scans, reference_scans = str(tmp_path / "scans"), str(tmp_path / "reference_scans")
+    write_synthetic_scans(scans, 64, seed=5)
+    shutil.copytree(scans, reference_scans)
+    first_scan = "slide_000/scan_0000.png"
+    _copy_scan(reference_scans, first_scan, "zzz_after.png")
+    csv_path, reference_csv = str(tmp_path / "out.csv"), str(tmp_path / "reference.csv")
+    base = classify_args(scans, csv_path, classifier_model, None, "--batch_size=8")
+    reference = start_tool(
+        CLASSIFY_DIR,
+        *classify_args(reference_scans, reference_csv, classifier_model, None, "--batch_size=8"),
+        log_path=str(tmp_path / "reference.log"),
+    )
+
+    def run(*extra: str, name: str) -> tuple[int, str]:
+        return finish_tool(start_tool(CLASSIFY_DIR, *base, *extra, log_path=str(tmp_path / name)))
+
+    first = start_tool(CLASSIFY_DIR, *base, "--commit_every=8", log_path=str(tmp_path / "1.log"))
+    progress = wait_for_progress(first, csv_path, 16)
+    os.kill(first.pid, signal.SIGSTOP)  # alive, holding its outputs
+    assert progress is not None and 16 <= progress["rows_done"] < 64, progress
+    code, log = run("--resume", name="2.log")
+    assert_one_line_error(
+        code, log, "being written by another classify_dir run", f"pid {first.pid}"
+    )
+    kill_tool(first)  # SIGKILL: its lock file stays behind
+    assert os.path.exists(tmp_path / "out.lock")
+
+    _copy_scan(scans, first_scan, "aaa_before.png")
+    _copy_scan(scans, first_scan, "zzz_after.png")
+    code, log = run("--resume", name="3.log")
+    assert_one_line_error(code, log, "changed since its rows were written", "--overwrite")
+    os.remove(os.path.join(scans, "aaa_before.png"))
+    code, log = run("--resume", name="4.log")
+    assert code == 0, log[-3000:]
+    code, log = finish_tool(reference)
+    assert code == 0, log[-3000:]
+    assert read_bytes(csv_path) == read_bytes(reference_csv)
+    outputs_left = {name for name in os.listdir(tmp_path) if not name.endswith(".log")}
+    assert outputs_left == {"out.csv", "out.run.json", "reference.csv", "reference.run.json"} | {
+        "scans",
+        "reference_scans",
+    }
+
+    _copy_scan(scans, first_scan, "zzz_later.png")
+    code, log = run("--resume", name="5.log")
+    assert_one_line_error(code, log, "is complete, but the scan directory changed", "--overwrite")
+
+
+def _write_rgb16_png_streamed(path: str, side: int) -> None:
+    """A side x side 16-bit RGB PNG, written a row at a time: a dark frame with a bright
+    band, a few hundred kB on disk for any size."""
+    header = struct.pack(">IIBBBBB", side, side, 16, 2, 0, 0, 0)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    dark = b"\0" + bytes(6 * side)
+    bright = b"\0" + b"\x30\x00" * 3 * side
+    compressor = zlib.compressobj(1)
+    with open(path, "wb") as file:
+        file.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header))
+        for row in range(side):
+            data = compressor.compress(bright if side // 3 < row < 2 * side // 3 else dark)
+            if data:
+                file.write(chunk(b"IDAT", data))
+        file.write(chunk(b"IDAT", compressor.flush()) + chunk(b"IEND", b""))
+
+
+@pytest.mark.slow
+def test_a_scan_that_got_the_run_killed_is_an_error_row_after_resume(classifier_model, tmp_path):
+    """The out-of-memory killer's SIGKILL, during a decode that needs >1 GB, repeated on
+    every --resume, which never finished. Killed while the decode journal shows that
+    scan being decoded, the run resumes with an error row for it and classifies the
+    rest."""
+    scans = tmp_path / "scans"
+    write_synthetic_scans(str(scans / "b"), 10, seed=3)
+    huge = str(scans / "a_huge.png")
+    _write_rgb16_png_streamed(huge, 7000)
+    needed = image_files.estimated_decode_bytes(huge)
+    assert needed >= decode_journal.SUSPECT_DECODE_BYTES  # ~1.2 GB: 49 MP of 16-bit RGB
+    csv_path = str(tmp_path / "out.csv")
+    args = classify_args(str(scans), csv_path, classifier_model, None, "--batch_size=8")
+    journal = outputs.decode_journal_path(csv_path)
+    started = b"start " + b"a_huge.png".hex().encode()
+    first = start_tool(CLASSIFY_DIR, *args, log_path=str(tmp_path / "first.log"))
+    deadline = time.monotonic() + BINARY_TIMEOUT
+    while time.monotonic() < deadline and first.poll() is None:
+        if os.path.exists(journal) and started in read_bytes(journal):
+            break
+        time.sleep(0.01)
+    assert first.poll() is None, "the run ended before the journal showed the decode"
+    kill_tool(first)  # as the OOM killer would
+    assert not os.path.exists(os.path.splitext(csv_path)[0] + ".run.json")
+
+    code, log = finish_tool(
+        start_tool(CLASSIFY_DIR, *args, "--resume", log_path=str(tmp_path / "resume.log"))
+    )
+    assert code == 0, log[-3000:]
+    rows = {row["path"]: row for row in read_csv_rows(csv_path)}
+    assert len(rows) == 11
+    assert rows["a_huge.png"]["status"] == "error"
+    assert rows["a_huge.png"]["error"].startswith(
+        "skipped: the run was killed while decoding this file, which needs about 1."
+    )
+    assert all(row["status"] != "error" for path, row in rows.items() if path != "a_huge.png")
+    assert not os.path.exists(journal)
+
+
+# Runs a tool (argv[2:]) whose files may not grow beyond a limit, set once its first
+# rows are committed (the CSV is argv[1]): TensorFlow's own temporary files, written
+# while it traces, stay unaffected. The kernel then refuses the CSV's growth (EFBIG) as
+# it would refuse it on a full disk (ENOSPC): the same failed write for classify_dir.
+_FILE_SIZE_LIMITED = """
+import json, os, resource, runpy, signal, sys, threading, time
+csv_path = sys.argv.pop(1)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+
+def limit_once_classifying():
+    while True:
+        try:
+            with open(csv_path + ".progress.json") as file:
+                if json.load(file)["rows_done"] >= 8:
+                    break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.01)
+    limit = os.path.getsize(csv_path) + 1000
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+threading.Thread(target=limit_once_classifying, daemon=True).start()
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_a_one_line_error_and_the_run_resumes(classifier_model, tmp_path):
+    """Disk full in a commit escaped as a traceback. A file-size limit (RLIMIT_FSIZE)
+    makes the kernel refuse the CSV's growth mid-run as a full disk would: one line,
+    exit 2, and the same command with --resume then writes exactly the uninterrupted
+    CSV."""
+    scans = str(tmp_path / "scans")
+    write_synthetic_scans(scans, 40, seed=9)
+    csv_path, reference_csv = str(tmp_path / "out.csv"), str(tmp_path / "reference.csv")
+    args = classify_args(scans, csv_path, classifier_model, None, "--batch_size=8")
+    reference = start_tool(
+        CLASSIFY_DIR,
+        *classify_args(scans, reference_csv, classifier_model, None, "--batch_size=8"),
+        log_path=str(tmp_path / "reference.log"),
+    )
+    limited = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _FILE_SIZE_LIMITED,
+            csv_path,
+            CLASSIFY_DIR,
+            *args,
+            "--commit_every=8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=BINARY_TIMEOUT,
+        cwd=REPO_ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    line = assert_one_line_error(limited.returncode, limited.stderr, "File too large", "--resume")
+    assert "out.csv" in line and 0 < read_progress(csv_path)["rows_done"] < 40
+    code, log = finish_tool(
+        start_tool(CLASSIFY_DIR, *args, "--resume", log_path=str(tmp_path / "resume.log"))
+    )
+    assert code == 0, log[-3000:]
+    assert finish_tool(reference)[0] == 0
+    assert read_bytes(csv_path) == read_bytes(reference_csv)
 
 
 # --- Shards and merge (slow) --------------------------------------------------------------------
@@ -679,7 +1021,10 @@ def test_three_shards_merge_into_exactly_the_single_run(
 
 @pytest.mark.slow
 def test_missing_scan_directory_or_model_is_one_line_and_nonzero(tmp_path):
-    """Fatal problems found before any model is loaded (the three run at once)."""
+    """Fatal problems found before any model is loaded (they run at once): a missing
+    scan directory or model, and outputs that would destroy each other or be read as
+    scans (--cams=OUT.csv used to rename the CAM file over the predictions; outputs in
+    SCAN_DIR got error rows for themselves)."""
     scans = tmp_path / "scans"
     scans.mkdir()
     (scans / "a.png").write_bytes(b"x")
@@ -698,6 +1043,19 @@ def test_missing_scan_directory_or_model_is_one_line_and_nonzero(tmp_path):
             [str(scans), str(tmp_path / "o3.csv"), f"--model={tmp_path / 'none.keras'}"],
             ("model not found", "none.keras"),
         ),
+        "CAMs onto the CSV": (
+            [
+                str(scans),
+                str(tmp_path / "o4.csv"),
+                "--model=unused.keras",
+                f"--cams={tmp_path}/o4.csv",
+            ],
+            ("the CSV and the CAM file would be the same file",),
+        ),
+        "outputs inside SCAN_DIR": (
+            [str(scans), str(scans / "o5.csv"), "--model=unused.keras"],
+            ("is inside the scan directory", "write the outputs outside it"),
+        ),
     }
     processes = {
         name: start_tool(CLASSIFY_DIR, *args, log_path=str(tmp_path / f"{i}.log"))
@@ -706,7 +1064,7 @@ def test_missing_scan_directory_or_model_is_one_line_and_nonzero(tmp_path):
     for name, process in processes.items():
         code, log = finish_tool(process, timeout=300)
         assert_one_line_error(code, log, *cases[name][1])
-    assert not list(tmp_path.glob("o*.csv"))  # nothing written
+    assert not list(tmp_path.glob("o*")) and os.listdir(scans) == ["a.png"]  # nothing written
 
 
 @pytest.mark.slow

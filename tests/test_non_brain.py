@@ -1,10 +1,10 @@
 """Non-brain images and the 'uncertain' threshold chosen from validation sections."""
 
-import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from brainview import evaluation, model, non_brain
+from brainview import evaluation, image_files, model, non_brain, preprocessing
 
 
 def test_non_brain_set_is_deterministic_and_covers_every_kind():
@@ -43,14 +43,49 @@ def test_auto_threshold_is_clamped():
     assert (low, high) == evaluation.AUTO_UNCERTAIN_RANGE
 
 
+@pytest.fixture(scope="module")
+def input_dependent_model(tmp_path_factory):
+    """classify_dir's test model (64 px, outputs that clearly depend on the image)."""
+    from tests import classify_helpers
+
+    path = str(tmp_path_factory.mktemp("model") / "model.keras")
+    classify_helpers.build_test_model(path)
+    return model.load_model(path)[0]
+
+
 @pytest.mark.slow
-def test_non_brain_report_counts_blank_and_uncertain_images():
-    keras.utils.set_random_seed(0)
-    classifier = model.build_classifier(32)
-    report = evaluation.non_brain_report(classifier, 32, "aligned", 1.0, uncertain_below=1.0)
-    # With a threshold of 1.0 every non-blank image is uncertain: all are flagged.
-    assert report["count"] == 20 * len(non_brain.KINDS)
-    assert report["blank"] + report["uncertain"] == report["count"]
-    assert report["flagged_fraction"] == 1.0
-    strict = evaluation.non_brain_report(classifier, 32, "aligned", 1.0, uncertain_below=0.0)
-    assert strict["uncertain"] == 0 and strict["flagged_fraction"] == strict["blank"] / 100
+def test_non_brain_report_counts_with_a_real_threshold(input_dependent_model):
+    """Thresholds of 0 and 1 made the old assertions true for any model. Here the
+    threshold splits the non-blank images' calibrated confidences in two, and the
+    counts must match ones computed independently (softmax(log p / T) by hand)."""
+    classifier, size, temperature = input_dependent_model, 64, 1.5
+    images = non_brain.make_set()
+    inputs, blank = [], []
+    for image in images:
+        preprocessed = preprocessing.preprocess(
+            tf.constant(image), size, "section", mean_intensity=image_files.mean_gray(image)
+        )
+        inputs.append(preprocessed.model_input)
+        blank.append(bool(preprocessed.blank))
+    blank = np.array(blank)
+    probabilities = classifier(tf.stack(inputs), training=False).numpy().astype(np.float64)
+    scaled = np.exp(np.log(probabilities) / temperature)
+    confidence = (scaled / scaled.sum(axis=1, keepdims=True)).max(axis=1)
+    shown = np.sort(confidence[~blank])
+    assert len(shown) >= 20
+    # Between the two middle confidences (well apart, so rounding cannot move one across).
+    middle = len(shown) // 2
+    gaps = np.diff(shown[middle - 5 : middle + 5])
+    below = middle - 5 + int(np.argmax(gaps))
+    threshold = (shown[below] + shown[below + 1]) / 2
+    assert shown[below + 1] - shown[below] > 1e-4
+
+    report = evaluation.non_brain_report(classifier, size, "section", temperature, threshold)
+    expected_uncertain = int(np.sum(~blank & (confidence < threshold)))
+    assert 0 < expected_uncertain < len(shown)  # a real split, not all or nothing
+    assert report["count"] == len(images)
+    assert report["blank"] == int(blank.sum())
+    assert report["uncertain"] == expected_uncertain
+    expected_flagged = (blank.sum() + expected_uncertain) / len(images)
+    assert report["flagged_fraction"] == pytest.approx(expected_flagged)
+    assert report["median_confidence_when_not_blank"] == pytest.approx(np.median(shown), abs=1e-5)

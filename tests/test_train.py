@@ -3,14 +3,18 @@
 import csv
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.offline import offline_environment
 
 # Tier: bin/train as a subprocess (see conftest.py).
 pytestmark = pytest.mark.integration
@@ -79,36 +83,189 @@ def _completed_epochs(run_dir) -> int:
     return training.completed_epochs(str(run_dir))
 
 
-@pytest.mark.slow
-def test_interrupted_training_resumes_where_it_stopped(phantom_data_dir, tmp_path):
-    output = tmp_path / "run"
-    args = [*TINY_RUN, "--epochs=3", f"--data_dir={phantom_data_dir}", f"--output_dir={output}"]
-    process = subprocess.Popen(
-        [sys.executable, TRAIN, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+def _start_train(args: list[str], log_path, **popen) -> subprocess.Popen:
+    log = open(log_path, "wb")  # noqa: SIM115 - the child's; closed when it ends
+    process = subprocess.Popen([sys.executable, TRAIN, *args], stdout=log, stderr=log, **popen)
+    log.close()
+    return process
+
+
+def _kill_when(process: subprocess.Popen, ready, what: str) -> None:
+    """SIGKILL `process` (by pid) as soon as `ready()`; fails if it ends first."""
     deadline = time.time() + 900
-    while _completed_epochs(output / "holdout") < 1 and time.time() < deadline:
+    while not ready() and time.time() < deadline:
         if process.poll() is not None:
-            pytest.fail("training ended before it could be interrupted")
-        time.sleep(0.5)
+            pytest.fail(f"training ended before it could be interrupted {what}")
+        time.sleep(0.1)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert not (output / "holdout" / "metrics.json").exists()
+
+
+def _weights(path) -> list:
+    """The classifier's weights from a model file or a Keras weights file."""
+    import keras
+
+    from brainview import model as model_lib
+
+    if str(path).endswith(".keras"):
+        return keras.models.load_model(path, compile=False).get_weights()
+    classifier = model_lib.build_classifier(64, "none", "all")
+    classifier.load_weights(path)
+    return classifier.get_weights()
+
+
+@pytest.mark.slow
+def test_interrupted_training_resumes_where_it_stopped(phantom_data_dir, tmp_path):
+    """Killed mid-training, then again after the last epoch (while evaluating): each
+    rerun trains only what is left, and the final model is exactly the backed-up state,
+    so no weight was retrained (a resume that restored the epoch count but not the
+    weights, or trained from scratch, would give other weights)."""
+    output = tmp_path / "run"
+    run_dir = output / "holdout"
+    args = [*TINY_RUN, "--epochs=3", f"--data_dir={phantom_data_dir}", f"--output_dir={output}"]
+    process = _start_train(args, tmp_path / "first.log")
+    _kill_when(process, lambda: _completed_epochs(run_dir) >= 1, "mid-training")
+    assert not (run_dir / "metrics.json").exists()
+
+    process = _start_train(args, tmp_path / "second.log")
+    _kill_when(
+        process,
+        lambda: _completed_epochs(run_dir) == 3 and not (run_dir / "metrics.json").exists(),
+        "after its last epoch",
+    )
+    assert not (run_dir / "metrics.json").exists(), "killed too late: the run had finished"
+    second = (tmp_path / "second.log").read_text(errors="replace")
+    assert "holdout: resuming after epoch " in second
+    trained = str(tmp_path / "after_epoch_3.weights.h5")
+    shutil.copyfile(run_dir / "backup" / "latest.weights.h5", trained)
 
     result = run_train(*args)
     assert result.returncode == 0, result.stderr[-3000:]
-    resumed_from = _first_line_with(result.stdout, "resuming after epoch")
-    assert resumed_from.startswith("holdout: resuming after epoch ")
-    with open(output / "holdout" / "history.csv", newline="") as file:
+    assert _first_line_with(result.stdout, "resuming after epoch") == (
+        "holdout: resuming after epoch 3 of 3"
+    )
+    with open(run_dir / "history.csv", newline="") as file:
         epochs = [int(row["epoch"]) for row in csv.DictReader(file)]
     assert epochs == [0, 1, 2]  # every epoch exactly once, none repeated or lost
-    assert (output / "holdout" / "metrics.json").exists()
-    assert not (output / "holdout" / "backup").exists()
+    for final, saved in zip(_weights(run_dir / "model.keras"), _weights(trained), strict=True):
+        np.testing.assert_array_equal(final, saved)
+    assert (run_dir / "metrics.json").exists()
+    assert not (run_dir / "backup").exists()
 
     # A complete run is not trained again.
     again = run_train(*args)
     assert again.returncode == 0
     assert "resuming" not in again.stdout
+
+
+# One worker of a two-worker cluster (argv: TF_CONFIG, output dir, record file): builds
+# the real MultiWorkerMirroredStrategy (it waits for the other worker), then does what
+# bin/train does with files before and around fit(): check and record the flags, set
+# up the backup. An audit hook records everything opened for writing, renamed, removed
+# or created below the output directory. (fit() itself cannot run here: Keras 3's fit
+# fails under MultiWorkerMirroredStrategy, keras-team/keras#20585.)
+_WORKER_FILES = """
+import json, os, sys
+os.environ["TF_CONFIG"] = sys.argv[1]
+output, record = os.path.abspath(sys.argv[2]), sys.argv[3]
+writes = []
+
+def audit(event, args):
+    if event == "open":
+        path, mode, flags = args
+        writing = any(c in mode for c in "wax+") if isinstance(mode, str) else bool(
+            (flags or 0) & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+        paths = [path] if writing else []
+    elif event in ("os.rename", "os.remove", "os.mkdir", "os.rmdir", "shutil.rmtree", "os.truncate"):
+        paths = [args[0], args[1]] if event == "os.rename" else [args[0]]
+    else:
+        return
+    for path in paths:
+        if isinstance(path, (str, bytes)) and os.path.abspath(os.fsdecode(path)).startswith(output):
+            writes.append(os.path.relpath(os.fsdecode(path), output))
+
+from brainview import devices, training
+from brainview.cli import train
+strategy = devices.select_strategy()
+chief = training.is_chief(strategy)
+sys.addaudithook(audit)
+train.FLAGS(["train", f"--output_dir={output}", "--epochs=2"])
+train._prepare_output_dir(output, chief)
+callbacks, scratch = training._callbacks(os.path.join(output, "holdout"), chief)
+backups = [c.backup_dir for c in callbacks if hasattr(c, "backup_dir")]
+seeded = sorted(os.listdir(backups[0])) if os.path.isdir(backups[0]) else []
+json.dump({"chief": chief, "writes": writes, "backups": backups, "seeded": seeded,
+           "callbacks": [type(c).__name__ for c in callbacks]}, open(record, "w"))
+"""
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for probe in sockets:
+        probe.bind(("127.0.0.1", 0))
+    ports = [probe.getsockname()[1] for probe in sockets]
+    for probe in sockets:
+        probe.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_only_the_chief_writes_under_multi_worker(tmp_path):
+    """Every worker of a cluster runs the same command into the same directory; each
+    used to write flags.txt, the backup, history, logs and metrics there. With a real
+    two-worker MultiWorkerMirroredStrategy: worker 0 (the chief) writes the run's files;
+    worker 1 opens nothing there for writing, and backs up into a scratch folder seeded
+    with the chief's backup, so both resume from the same epoch."""
+    import keras
+
+    output = tmp_path / "run"
+    chief_backup = output / "holdout" / "backup"
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    model.fit(
+        np.zeros((4, 2)),
+        np.zeros(4),
+        verbose=0,
+        callbacks=[keras.callbacks.BackupAndRestore(str(chief_backup), delete_checkpoint=False)],
+    )
+    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
+    workers = []
+    for index in range(2):
+        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        log = open(tmp_path / f"worker{index}.log", "wb")  # noqa: SIM115 - the child's
+        workers.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    _WORKER_FILES,
+                    config,
+                    str(output),
+                    str(tmp_path / f"{index}.json"),
+                ],
+                stdout=log,
+                stderr=log,
+            )
+        )
+        log.close()
+    for index, worker in enumerate(workers):
+        try:
+            code = worker.wait(timeout=600)
+        finally:
+            for other in workers:
+                if other.poll() is None and other is not worker and worker.returncode:
+                    other.kill()
+        log = (tmp_path / f"worker{index}.log").read_text(errors="replace")
+        assert code == 0, (index, log[-3000:])
+    chief, other = (json.loads((tmp_path / f"{index}.json").read_text()) for index in range(2))
+    assert chief["chief"] and not other["chief"]
+    assert "flags.txt" in chief["writes"] and (output / "flags.txt").exists()
+    assert chief["backups"] == [str(chief_backup)]
+    assert chief["callbacks"][:2] == ["BackupAndRestore", "EpochRecord"]
+    assert other["writes"] == []
+    assert other["callbacks"] == ["BackupAndRestore"]
+    assert not other["backups"][0].startswith(str(output))
+    assert other["seeded"] == ["latest.weights.h5", "training_metadata.json"]
 
 
 def _first_line_with(text: str, needle: str) -> str:
@@ -199,16 +356,25 @@ def test_rerun_with_other_flags_is_refused(phantom_data_dir, tmp_path):
 
 
 def test_imagenet_weights_unreachable_is_a_clear_error(phantom_data_dir, tmp_path):
-    if os.path.exists(os.path.expanduser("~/.keras/models/efficientnetb0_notop.h5")):
-        pytest.skip("ImageNet weights are cached on this machine")
-    result = run_train(
-        "--datasets=brain_phantom/tiny",
-        "--weights=imagenet",
-        f"--data_dir={phantom_data_dir}",
-        f"--output_dir={tmp_path / 'out'}",
-        "--image_size=64",
-        "--epochs=1",
+    """In an offline environment (no cache, downloads refused): a one-line error saying
+    what to pass instead, never a skip because this machine happens to have the weights."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            TRAIN,
+            "--datasets=brain_phantom/tiny",
+            "--weights=imagenet",
+            f"--data_dir={phantom_data_dir}",
+            f"--output_dir={tmp_path / 'out'}",
+            "--image_size=64",
+            "--epochs=1",
+        ],
+        env=offline_environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-    assert result.returncode == 2
+    assert result.returncode == 2, result.stderr[-3000:]
     assert "could not load ImageNet weights" in result.stderr
     assert "--weights=none" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -9,7 +9,8 @@ One image's path through the modules, in order:
     prediction.py    probabilities and Grad-CAMs per batch, the batch distributed
                      over the GPUs with the tf.distribute strategy
     outputs.py       the output files: CSV columns, HDF5 layout, segment commits
-                     that survive a kill, and the readers of those files
+                     that survive a kill or a full disk, the lock, and the readers
+    decode_journal.py  which scans were being decoded when a run died (OOM kills)
     classify_dir.py  the run: model, settings, resume, progress, summary
 
 and the tools that work on finished outputs, through `outputs.py`:

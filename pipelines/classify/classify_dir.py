@@ -9,7 +9,13 @@ This module decides what a run is (model, image size, batch size, TTA, the
 settings a resume must match) and what each row says; the other modules of
 `brainview.classify` do the work. Bad files never stop the run: they get a
 row with status "error". Fatal problems (no model, unwritable outputs,
-unreadable scan directory) raise ClassifyError with a one-line message.
+unreadable scan directory) raise ClassifyError (or outputs.OutputError) with a
+one-line message. Refused before any work: outputs that collide or sit inside
+the scan directory, outputs another run is writing, a resume (of an
+unfinished or a finished run) with other settings or over a scan directory
+whose committed files changed. Decodes go through a journal
+(decode_journal.py), so a scan that gets the run killed for lack of memory is
+an error row after `--resume` instead of the next death.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from tqdm import tqdm
 
 from brainview import __version__, devices, image_files, metrics, released_models
 from brainview import model as model_lib
-from brainview.classify import outputs, prediction, scan_files, scan_input
+from brainview.classify import decode_journal, outputs, prediction, scan_files, scan_input
 from brainview.labels import VIEWS
 
 
@@ -127,7 +133,7 @@ def batch_segment(
         else:
             statuses.append("ok")
     return outputs.make_segment(
-        paths=[scan_files.display_path(path) for path in batch["path"][valid]],
+        relative_paths=list(batch["path"][valid]),
         statuses=statuses,
         errors=errors,
         probabilities=probabilities,
@@ -147,6 +153,58 @@ def _load_model(config: ClassifyConfig, strategy: tf.distribute.Strategy):
         raise ClassifyError(str(error)) from None
     except Exception as error:  # e.g. zipfile.BadZipFile for a file that is not a .keras archive
         raise ClassifyError(f"cannot load model {config.model_path}: {error}") from None
+
+
+def _check_unchanged(
+    scan_dir: bytes, config: ClassifyConfig, point: outputs.ResumePoint, finished: bool
+) -> None:
+    """Refuses outputs whose committed rows no longer match the scan directory's files.
+
+    The committed rows must be exactly this shard's first files in walk order
+    now (the digest of their raw paths is recorded with them), and a finished
+    run must have no file after them. Otherwise resuming would shift rows onto
+    other files, or call stale outputs complete.
+    """
+    walked = scan_files.shard(
+        scan_files.walk(scan_dir, config.include_hidden), config.num_shards, config.shard_index
+    )
+    digest, count, nth, more = "", 0, None, False
+    try:
+        for entry in walked:
+            if count == point.rows:
+                more = True
+                break
+            digest = outputs.path_digest(digest, entry.relative_path)
+            count += 1
+            nth = entry.relative_path
+    except OSError as error:
+        raise ClassifyError(f"cannot read scan directory {config.scan_dir}: {error}") from None
+    files = "files in this shard" if config.num_shards > 1 else "files"
+    if count < point.rows:
+        detail = f"it now has {count} {files} where {point.rows} rows were written"
+    elif digest != point.paths_digest:
+        if point.last_path is not None and nth != point.last_path:
+            shard = " of this shard" if config.num_shards > 1 else ""
+            detail = (
+                f"file {point.rows}{shard} is now {scan_files.display_path(nth)}, "
+                f"it was {scan_files.display_path(point.last_path)}"
+            )
+        else:
+            detail = f"{files} among the first {point.rows} were added, removed or renamed"
+    elif finished and more:
+        detail = f"{files} were added after the {point.rows} rows written"
+    else:
+        return
+    if finished:
+        raise ClassifyError(
+            f"{config.output_csv} is complete, but the scan directory changed since it was "
+            f"written ({detail}): use --overwrite to classify it again"
+        )
+    raise ClassifyError(
+        f"cannot resume {config.output_csv}: the scan directory changed since its rows were "
+        f"written ({detail}), so they would no longer line up with its files: use --overwrite "
+        "to start again"
+    )
 
 
 def classify_directory(config: ClassifyConfig) -> Summary:
@@ -172,7 +230,13 @@ def classify_directory(config: ClassifyConfig) -> Summary:
         raise ClassifyError(
             f"cannot read scan directory {config.scan_dir}: {error.strerror}"
         ) from None
+    outputs.check_output_paths(config.output_csv, config.cams_path, config.scan_dir)
+    # The outputs name a shipped model by its name, a trained one by its path.
+    model_label = model_name or os.path.abspath(config.model_path)
+    return _classify(config, scan_dir, model_label)
 
+
+def _classify(config: ClassifyConfig, scan_dir: bytes, model_label: str) -> Summary:
     devices.set_precision("auto")
     # Nodes share a run through --num_shards; within a node, every GPU is used.
     strategy = devices.select_strategy(cluster=False)
@@ -202,22 +266,95 @@ def classify_directory(config: ClassifyConfig) -> Summary:
         "include_hidden": config.include_hidden,
         "max_decode_side": config.max_decode_side,
     }
+    writer = outputs.OutputWriter(
+        config.output_csv,
+        config.cams_path,
+        signature,
+        resume=config.resume,
+        overwrite=config.overwrite,
+    )
     try:
-        writer = outputs.OutputWriter(
-            config.output_csv,
-            config.cams_path,
-            signature,
-            resume=config.resume,
-            overwrite=config.overwrite,
-        )
-    except OSError as error:
-        raise ClassifyError(f"cannot write outputs next to {config.output_csv}: {error}") from None
-    if writer.already_complete:
-        return Summary(already_complete=True)
+        if writer.resume_point is not None:
+            _check_unchanged(scan_dir, config, writer.resume_point, writer.already_complete)
+        if writer.already_complete:
+            return Summary(already_complete=True)
+        try:
+            journal = decode_journal.DecodeJournal(
+                outputs.decode_journal_path(config.output_csv),
+                scan_dir,
+                config.max_decode_side,
+                resume=writer.resume_point is not None,
+            )
+        except OSError as error:
+            raise ClassifyError(f"cannot write next to {config.output_csv}: {error}") from None
+        try:
+            predictor = prediction.Predictor(model, strategy, bool(config.cams_path), tta)
+            summary = _run(config, scan_dir, predictor, card, image_size, writer, journal)
+            summary.rows, summary.by_view, summary.by_status = outputs.count_rows(config.output_csv)
+            attributes, manifest = _provenance(
+                config, signature, card, summary, model_label, model_lib.cam_layer_name(model)
+            )
+            writer.finish(attributes, manifest, cam_shape)
+            journal.remove()
+        finally:
+            journal.close()
+        return summary
+    finally:
+        writer.close()
 
+
+def _provenance(
+    config: ClassifyConfig,
+    signature: dict,
+    card: model_lib.ModelCard,
+    summary: Summary,
+    model_label: str,
+    cam_layer: str,
+) -> tuple[dict, dict]:
+    """The CAM file's attributes and the run manifest's fields: what ran, on what."""
+    attributes = {
+        "class_names": np.array(VIEWS, dtype=object),
+        "image_size": signature["image_size"],
+        "model": model_label,
+        "model_sha256": signature["model_sha256"],
+        "temperature": card.temperature,
+        "preprocessing": card.preprocessing,
+        "test_time_augmentation": "mean over 4 mirror images" if signature["tta"] else "none",
+        "cam_layer": cam_layer,
+        "cam_method": "Grad-CAM of the predicted view's pre-softmax score, per image, float32",
+        "scan_dir": signature["scan_dir"],
+        "num_shards": config.num_shards,
+        "shard_index": config.shard_index,
+        "brainview_version": __version__,
+        "created": outputs.utc_now(),
+    }
+    manifest = {
+        "scan_dir": signature["scan_dir"],
+        "model": model_label,
+        "model_sha256": signature["model_sha256"],
+        "cams": os.path.abspath(config.cams_path) if config.cams_path else None,
+        "num_shards": config.num_shards,
+        "shard_index": config.shard_index,
+        "by_view": dict(summary.by_view),
+        "by_status": dict(summary.by_status),
+        "last_session": {"rows": summary.session_rows, "seconds": round(summary.seconds, 2)},
+        "device": devices.describe(),
+    }
+    return attributes, manifest
+
+
+def _run(
+    config: ClassifyConfig,
+    scan_dir: bytes,
+    predictor: prediction.Predictor,
+    card: model_lib.ModelCard,
+    image_size: int,
+    writer: outputs.OutputWriter,
+    journal: decode_journal.DecodeJournal,
+) -> Summary:
+    """Classifies the files after the writer's last committed one, committing as it goes."""
     summary = Summary()
     total = _count_in_background(scan_dir, config)
-    predictor = prediction.Predictor(model, strategy, bool(config.cams_path), tta)
     dataset = scan_input.scan_dataset(
         scan_dir,
         image_size=image_size,
@@ -227,9 +364,18 @@ def classify_directory(config: ClassifyConfig) -> Summary:
         num_shards=config.num_shards,
         shard_index=config.shard_index,
         include_hidden=config.include_hidden,
-        skip=writer.rows_done,
+        resume_after=writer.last_path,
+        load_scan=journal.load,
     )
     batches_per_commit = max(1, -(-config.commit_every // config.batch_size))
+
+    def commit(pending: list[outputs.Segment]) -> None:
+        writer.commit(outputs.concatenate(pending))
+        try:
+            journal.compact()
+        except OSError as error:
+            raise ClassifyError(f"cannot write {journal.path}: {error.strerror}") from None
+
     started = time.perf_counter()
     pending: list[outputs.Segment] = []
     with tqdm(
@@ -244,45 +390,14 @@ def classify_directory(config: ClassifyConfig) -> Summary:
             pending.append(segment)
             summary.session_rows += len(segment)
             if len(pending) >= batches_per_commit:
-                writer.commit(outputs.concatenate(pending))
+                commit(pending)
                 pending = []
             if "total" in total and bar.total is None:
                 bar.total = total["total"]
             bar.update(len(segment))
         if pending:
-            writer.commit(outputs.concatenate(pending))
+            commit(pending)
     summary.seconds = time.perf_counter() - started
-    summary.rows, summary.by_view, summary.by_status = outputs.count_rows(config.output_csv)
-
-    attributes = {
-        "class_names": np.array(VIEWS, dtype=object),
-        "image_size": image_size,
-        "model": model_name or os.path.abspath(config.model_path),
-        "model_sha256": model_digest,
-        "temperature": card.temperature,
-        "preprocessing": card.preprocessing,
-        "test_time_augmentation": "mean over 4 mirror images" if tta else "none",
-        "cam_layer": model_lib.cam_layer_name(model),
-        "cam_method": "Grad-CAM of the predicted view's pre-softmax score, per image, float32",
-        "scan_dir": os.fsdecode(scan_dir),
-        "num_shards": config.num_shards,
-        "shard_index": config.shard_index,
-        "brainview_version": __version__,
-        "created": outputs.utc_now(),
-    }
-    manifest = {
-        "scan_dir": os.fsdecode(scan_dir),
-        "model": model_name or os.path.abspath(config.model_path),
-        "model_sha256": model_digest,
-        "cams": config.cams_path,
-        "num_shards": config.num_shards,
-        "shard_index": config.shard_index,
-        "by_view": dict(summary.by_view),
-        "by_status": dict(summary.by_status),
-        "last_session": {"rows": summary.session_rows, "seconds": round(summary.seconds, 2)},
-        "device": devices.describe(),
-    }
-    writer.finish(attributes, manifest, cam_shape)
     return summary
 
 

@@ -1,46 +1,64 @@
 """classify_dir's output files: their layout, a writer that a kill cannot break, readers.
 
 This module is the only one that knows the files' layout (CSV columns, HDF5
-dataset names, manifest and progress files); classify_dir writes through it,
-and merge_shards and overlays read through it.
+dataset names, manifest, progress and lock files); classify_dir writes
+through it, and merge_shards and overlays read through it.
 
 Files, for `bin/classify_dir SCANS out.csv --cams=cams.h5`:
 
     out.csv           one row per input file, in walk order (pandas-readable)
     cams.h5           Grad-CAMs and aligned per-row datasets (see CAM_DATASETS)
-    out.run.json      what ran: model, shard, counts, timing (written at the end)
+    out.run.json      what ran: model, settings, shard, counts (written at the end)
 
 and, only while a run is in progress:
 
-    out.csv.progress.json   the last committed state (rows, CSV bytes, CAM parts)
+    out.csv.progress.json   the last committed state (rows, CSV bytes, CAM parts, last path)
     cams.h5.parts/          one small HDF5 file per committed segment
+    out.csv.decoding        the decode journal (classify/decode_journal.py)
+    out.lock, cams.h5.lock  held by the running process (see OutputLock)
 
 Commit protocol, per segment of rows: (1) write the segment's CAM part to a
 temporary file and rename it into place; (2) append the rows to the CSV and
-fsync; (3) rewrite the progress file atomically. A kill at any point leaves
-the last progress file describing a consistent prefix: on `--resume` the CSV
-is truncated to its recorded length, parts beyond the recorded count are
-deleted, and the walk skips the rows already done. The final HDF5 is
+fsync; (3) rewrite the progress file atomically. A kill (or a full disk) at
+any point leaves the last progress file describing a consistent prefix: on
+`--resume` the CSV is truncated to its recorded length, parts beyond the
+recorded count are deleted, and the walk continues after the last committed
+*path* (not after a count of files). The progress file also holds a digest of
+every committed path, so a scan directory that changed under the committed
+rows is noticed instead of silently shifting them. The final HDF5 is
 assembled from the parts in one pass and renamed into place, so `cams.h5` is
 either absent or complete and readable — never half written.
+
+Refused before any work: outputs that collide with each other (the CSV as
+--cams, --cams as the manifest, two CSV names sharing one manifest), outputs
+that another live run is writing, resuming with other settings (a finished
+run included).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import dataclasses
 import datetime
+import errno
+import fcntl
 import glob
+import hashlib
 import io
 import json
 import os
 import shutil
+import socket
+import uuid
 from collections.abc import Generator, Iterator
 
 import h5py
 import numpy as np
+from absl import logging
 
+from brainview.classify import scan_files
 from brainview.labels import VIEWS
 
 CSV_COLUMNS = (
@@ -57,7 +75,7 @@ CSV_COLUMNS = (
 STATUSES = ("ok", "uncertain", "blank", "error")
 # Per-row HDF5 datasets, aligned with the CSV rows (row i of the CSV is index i).
 CAM_DATASETS = ("cams", "paths", "views", "probabilities", "frames", "statuses")
-PROGRESS_VERSION = 1
+PROGRESS_VERSION = 2
 
 
 class OutputError(Exception):
@@ -82,6 +100,78 @@ def parts_dir(cams_path: str) -> str:
     return cams_path + ".parts"
 
 
+def lock_path(csv_path: str) -> str:
+    """out.csv -> out.lock: named like the manifest, so CSVs that would share one collide."""
+    return os.path.splitext(csv_path)[0] + ".lock"
+
+
+def decode_journal_path(csv_path: str) -> str:
+    """out.csv -> out.csv.decoding: which scans were being decoded (decode_journal.py)."""
+    return csv_path + ".decoding"
+
+
+def output_files(csv_path: str, cams_path: str | None) -> dict[str, str]:
+    """Every file (or folder) a run with these outputs creates, by what it is."""
+    files = {
+        "the CSV": csv_path,
+        "the run manifest": manifest_path(csv_path),
+        "the progress file": progress_path(csv_path),
+        "the decode journal": decode_journal_path(csv_path),
+        "the lock file": lock_path(csv_path),
+    }
+    for name, path in list(files.items()):
+        if name != "the lock file":
+            files[f"{name}'s temporary"] = path + ".tmp"
+    if cams_path:
+        files.update(
+            {
+                "the CAM file": cams_path,
+                "the CAM file's temporary": cams_path + ".tmp",
+                "the CAM parts folder": parts_dir(cams_path),
+                "the CAM lock file": cams_path + ".lock",
+            }
+        )
+    return files
+
+
+def _same_or_inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_output_paths(csv_path: str, cams_path: str | None, scan_dir: str | None = None) -> None:
+    """Refuses (OutputError) outputs that would overwrite each other or sit in `scan_dir`.
+
+    Compared after resolving symbolic links, before anything is written.
+    """
+    files = {
+        name: os.path.realpath(path) for name, path in output_files(csv_path, cams_path).items()
+    }
+    seen: dict[str, str] = {}
+    for name, path in files.items():
+        if path in seen:
+            raise OutputError(
+                f"--cams={cams_path} and {csv_path}: {seen[path]} and {name} would be the same "
+                f"file ({path}); choose another --cams name"
+            )
+        seen[path] = name
+    if cams_path:
+        parts = files["the CAM parts folder"]
+        for name, path in files.items():
+            if name != "the CAM parts folder" and _same_or_inside(path, parts):
+                raise OutputError(
+                    f"{name} ({path}) would be inside the CAM parts folder {parts}, which is "
+                    "deleted when the run ends; choose other names"
+                )
+    if scan_dir is not None:
+        scans = os.path.realpath(scan_dir)
+        for name, path in files.items():
+            if _same_or_inside(path, scans):
+                raise OutputError(
+                    f"{name} {path} is inside the scan directory {scan_dir}: it would be read "
+                    "as a scan; write the outputs outside it"
+                )
+
+
 # --- Rows ---------------------------------------------------------------------------------------
 
 
@@ -90,7 +180,8 @@ class Segment:
     """The results for a run of consecutive rows."""
 
     rows: list[list[str]]  # CSV fields, in CSV_COLUMNS order
-    paths: list[str]
+    paths: list[str]  # as in the CSV (display_path)
+    relative_paths: list[bytes]  # the raw paths, for the resume journal
     statuses: list[str]
     views: np.ndarray  # int8 (n,), -1 for error rows
     probabilities: np.ndarray  # float32 (n, 3), nan for error rows
@@ -103,7 +194,7 @@ class Segment:
 
 def make_segment(
     *,
-    paths: list[str],
+    relative_paths: list[bytes],
     statuses: list[str],
     errors: list[str],
     probabilities: np.ndarray,
@@ -115,10 +206,12 @@ def make_segment(
 ) -> Segment:
     """The CSV rows and HDF5 values of consecutive scans.
 
+    `relative_paths` are the scans' raw paths below the scan directory.
     `probabilities` (n, 3) are the calibrated ones; the predicted view is
     their argmax and the confidence their maximum. Rows with status "error"
     keep only their path and error message: no view, probabilities or CAM.
     """
+    paths = [scan_files.display_path(path) for path in relative_paths]
     failed = np.array([status == "error" for status in statuses], bool)
     predicted = probabilities.argmax(axis=1)
     rows = []
@@ -140,7 +233,8 @@ def make_segment(
         cams = np.where(failed[:, None, None], 0.0, cams).astype(np.float16)
     return Segment(
         rows=rows,
-        paths=list(paths),
+        paths=paths,
+        relative_paths=list(relative_paths),
         statuses=list(statuses),
         views=np.where(failed, -1, predicted).astype(np.int8),
         probabilities=np.where(failed[:, None], np.nan, probabilities).astype(np.float32),
@@ -155,6 +249,7 @@ def concatenate(segments: list[Segment]) -> Segment:
     return Segment(
         rows=[row for s in segments for row in s.rows],
         paths=[p for s in segments for p in s.paths],
+        relative_paths=[p for s in segments for p in s.relative_paths],
         statuses=[x for s in segments for x in s.statuses],
         views=np.concatenate([s.views for s in segments]),
         probabilities=np.concatenate([s.probabilities for s in segments]),
@@ -163,9 +258,25 @@ def concatenate(segments: list[Segment]) -> Segment:
     )
 
 
+def path_digest(previous: str, relative_path: bytes) -> str:
+    """The running digest of committed paths after one more (hex; "" before the first)."""
+    return hashlib.sha256(previous.encode("ascii") + relative_path + b"\0").hexdigest()
+
+
+@contextlib.contextmanager
+def _writing(path: str) -> Iterator[None]:
+    """Names `path` in an OSError raised without a file name (a failed write or fsync)."""
+    try:
+        yield
+    except OSError as error:
+        if not error.filename:
+            error.filename = path
+        raise
+
+
 def _fsync_write(path: str, data: bytes) -> None:
     temporary = path + ".tmp"
-    with open(temporary, "wb") as file:
+    with _writing(temporary), open(temporary, "wb") as file:
         file.write(data)
         file.flush()
         os.fsync(file.fileno())
@@ -173,9 +284,15 @@ def _fsync_write(path: str, data: bytes) -> None:
 
 
 def csv_line(fields: list[str]) -> bytes:
-    """One CSV line (UTF-8, "\\n"), quoted as classify_dir writes every row."""
+    """One CSV line (UTF-8, "\\n"), quoted as classify_dir writes every row.
+
+    The csv module quotes a field holding the line terminator ("\\n") but not a
+    lone carriage return, which csv readers and pandas take as a line end too:
+    a row with one is written with every field quoted, so any name round-trips.
+    """
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(fields)
+    quoting = csv.QUOTE_ALL if any("\r" in field for field in fields) else csv.QUOTE_MINIMAL
+    csv.writer(buffer, lineterminator="\n", quoting=quoting).writerow(fields)
     return buffer.getvalue().encode("utf-8")
 
 
@@ -189,11 +306,139 @@ def utc_now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
+# --- Who is writing ---------------------------------------------------------------------------
+
+
+class OutputLock:
+    """One process's exclusive claim on a set of outputs, released when the process dies.
+
+    An flock(2) on `out.lock` (named like the manifest, so two CSV names that
+    would share `out.run.json` claim the same lock) and on `cams.h5.lock`. The
+    kernel drops the lock of a process that dies, kill -9 included, so a
+    dead run's lock file is simply taken over by the next one; a live run's
+    is refused with its pid, host and CSV. The files hold that owner record
+    and are removed on release (the inode check in `_claim` makes that safe).
+    On a file system without locks (some network mounts), runs are not
+    guarded and a warning says so.
+    """
+
+    def __init__(self, csv_path: str, cams_path: str | None = None):
+        self.csv_path = csv_path
+        self.held: list[tuple[str, int]] = []
+        owner = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "csv": os.path.abspath(csv_path),
+            "started": utc_now(),
+        }
+        claims = [(lock_path(csv_path), None)] + (
+            [(cams_path + ".lock", cams_path)] if cams_path else []
+        )
+        try:
+            for path, cams in claims:
+                fd = self._claim(path, owner, cams)
+                if fd is not None:
+                    self.held.append((path, fd))
+        except BaseException:
+            self.release()
+            raise
+
+    def _claim(self, path: str, owner: dict, cams_path: str | None) -> int | None:
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as error:
+                raise OutputError(f"cannot write {path}: {error.strerror}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_owner(fd)
+                os.close(fd)
+                raise OutputError(self._refusal(holder, cams_path)) from None
+            except OSError as error:
+                os.close(fd)
+                if error.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    logging.warning(
+                        "%s: no file locks here (%s); runs are not guarded", path, error
+                    )
+                    return None
+                raise OutputError(f"cannot lock {path}: {error.strerror}") from None
+            # The previous holder may have removed the file after we opened it: then
+            # our lock is on a deleted inode, and someone else may hold the new file.
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, json.dumps(owner).encode("utf-8"), 0)
+                    return fd
+            os.close(fd)
+
+    def _refusal(self, holder: dict, cams_path: str | None) -> str:
+        who = (
+            f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
+            f"since {holder.get('started', '?')}"
+        )
+        other_csv = holder.get("csv")
+        if cams_path:
+            return (
+                f"--cams={cams_path} is being written by another classify_dir run "
+                f"({who}, CSV {other_csv}); choose another --cams file or wait for it"
+            )
+        if other_csv and other_csv != os.path.abspath(self.csv_path):
+            return (
+                f"{self.csv_path} would share its run manifest {manifest_path(self.csv_path)} with "
+                f"{other_csv}, which another classify_dir run is writing ({who}); name the outputs "
+                "so they differ before the extension (e.g. out-0.csv, out-1.csv)"
+            )
+        return (
+            f"{self.csv_path} is being written by another classify_dir run ({who}): wait for it "
+            "to finish, or stop it and continue with --resume"
+        )
+
+    def release(self) -> None:
+        """Removes the lock files (still holding them) and lets go."""
+        for path, fd in self.held:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+            os.close(fd)
+        self.held = []
+
+
+def _read_owner(fd: int) -> dict:
+    try:
+        owner = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
 # --- Writing a run ------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class ResumePoint:
+    """Where an unfinished (or finished) run's committed rows end."""
+
+    rows: int
+    last_path: bytes | None  # the raw path of the last committed row (None: no rows yet)
+    paths_digest: str  # path_digest chained over every committed row's raw path
+
+
+def _changed_settings(recorded: dict, current: dict) -> list[str]:
+    return sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
+
+
 class OutputWriter:
-    """Appends segments to the CSV and CAM parts; finishes into the final files."""
+    """Appends segments to the CSV and CAM parts; finishes into the final files.
+
+    Construction decides what the run is, refusing with OutputError what it
+    must not do: a new run, the continuation of an unfinished one
+    (`resume_point`), or nothing to do (`already_complete`, with the finished
+    run's `resume_point` so the caller can check the scan directory). The
+    decision is made once without touching anything, so refused runs never
+    contend for the lock, and again once the output lock is held (another run
+    may have changed the outputs meanwhile); the lock is held until `finish`
+    or `close`.
+    """
 
     def __init__(
         self,
@@ -204,6 +449,7 @@ class OutputWriter:
         resume: bool,
         overwrite: bool,
     ):
+        check_output_paths(csv_path, cams_path)
         self.csv_path = csv_path
         self.cams_path = cams_path
         self.signature = signature
@@ -212,25 +458,106 @@ class OutputWriter:
         self.manifest_path = manifest_path(csv_path)
         self.rows_done = 0
         self.parts = 0
+        self.last_path: bytes | None = None
+        self.paths_digest = ""
         self.cam_shape: tuple[int, int] | None = None
         self.already_complete = False
-        existing = [p for p in (csv_path, cams_path) if p and os.path.exists(p)]
+        self.resume_point: ResumePoint | None = None
+        self.lock: OutputLock | None = None
+        action, state = self._decide(resume, overwrite)
+        if action == "complete":
+            self._complete(state)
+            return
+        self.lock = OutputLock(csv_path, cams_path)
+        try:
+            action, state = self._decide(resume, overwrite)
+            if action == "complete":
+                self._complete(state)
+            elif action == "resume":
+                self._resume(state)
+            else:
+                self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _decide(self, resume: bool, overwrite: bool) -> tuple[str, dict | None]:
+        """("start" | "resume" | "complete", the progress or manifest), reading only."""
+        csv_path = self.csv_path
+        manifest = read_manifest(csv_path)
+        owner = (manifest or {}).get("csv")
+        if owner and owner != os.path.basename(csv_path):
+            sibling = os.path.join(os.path.dirname(csv_path), owner)
+            if os.path.exists(sibling):
+                raise OutputError(
+                    f"{csv_path} would share its run manifest {self.manifest_path} with the "
+                    f"finished outputs {sibling}; name the outputs so they differ before the "
+                    "extension (e.g. out-0.csv, out-1.csv)"
+                )
+            manifest = None  # a stale manifest: its CSV is gone
+        existing = [p for p in (csv_path, self.cams_path) if p and os.path.exists(p)]
         if os.path.exists(self.progress_path):
             if resume:
-                self._resume()
-                return
+                return "resume", self._read_progress()
             if not overwrite:
                 raise OutputError(
                     f"{csv_path} is an unfinished run: pass --resume to continue it "
                     "or --overwrite to start again"
                 )
-        elif existing and not overwrite:
-            if resume and os.path.exists(self.manifest_path):
-                self.already_complete = True  # nothing left to do
-                return
-            if not (resume and self._killed_while_starting()):
-                raise OutputError(f"{existing[0]} exists: pass --overwrite to replace it")
-        self._start()
+        elif resume and manifest is not None and os.path.exists(csv_path) and not overwrite:
+            self._check_finished(manifest)
+            return "complete", manifest
+        elif existing and not overwrite and not (resume and self._killed_while_starting()):
+            raise OutputError(f"{existing[0]} exists: pass --overwrite to replace it")
+        return "start", None
+
+    def _check_finished(self, manifest: dict) -> None:
+        """--resume of a finished run is nothing to do, if it is this very run."""
+        changed = _changed_settings(manifest.get("signature", {}), self.signature)
+        if changed:
+            raise OutputError(
+                f"cannot resume {self.csv_path}: it is a finished run made with different "
+                f"settings ({', '.join(changed)}); use --overwrite to replace it"
+            )
+        if self.cams_path and not os.path.exists(self.cams_path):
+            raise OutputError(
+                f"{self.csv_path} is a finished run but its CAM file {self.cams_path} is "
+                "missing; use --overwrite to run it again"
+            )
+
+    def _complete(self, manifest: dict) -> None:
+        self.already_complete = True
+        if "paths_sha256" in manifest:
+            self.resume_point = ResumePoint(manifest["rows"], None, manifest["paths_sha256"])
+        leftovers = [p for p in self._leftovers() if os.path.lexists(p)]
+        if not leftovers:
+            return
+        # What a kill just after the manifest was written left behind (lock files
+        # included: taking the lock takes them over, releasing it removes them). A
+        # live run holding the lock (e.g. with --overwrite) owns them instead.
+        try:
+            lock = self.lock or OutputLock(self.csv_path, self.cams_path)
+        except OutputError:
+            return
+        try:
+            for path in leftovers:
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                elif not path.endswith(".lock"):
+                    with contextlib.suppress(OSError):
+                        os.remove(path)
+        finally:
+            if lock is not self.lock:
+                lock.release()
+
+    def _leftovers(self) -> list[str]:
+        files = output_files(self.csv_path, self.cams_path)
+        return [
+            path
+            for name, path in files.items()
+            if name.endswith(("temporary", "lock file", "parts folder"))
+            or name == "the decode journal"
+        ]
 
     def _killed_while_starting(self) -> bool:
         """True if the CSV holds at most its header: a run killed before its first commit."""
@@ -241,50 +568,72 @@ class OutputWriter:
     # -- starting and resuming ---------------------------------------------------
 
     def _start(self) -> None:
-        for path in (self.cams_path, self.manifest_path, self.progress_path):
-            if path and os.path.exists(path):
-                os.remove(path)
-        if self.parts_dir:
-            shutil.rmtree(self.parts_dir, ignore_errors=True)
-            os.makedirs(self.parts_dir)
         try:
+            for path in (self.cams_path, self.manifest_path, self.progress_path):
+                if path and os.path.exists(path):
+                    os.remove(path)
+            if self.parts_dir:
+                shutil.rmtree(self.parts_dir, ignore_errors=True)
+                os.makedirs(self.parts_dir)
             _fsync_write(self.csv_path, csv_line(list(CSV_COLUMNS)))
+            self._save_progress(os.path.getsize(self.csv_path))
         except OSError as error:
-            raise OutputError(f"cannot write {self.csv_path}: {error.strerror}") from None
-        self._save_progress(os.path.getsize(self.csv_path))
+            raise OutputError(
+                f"cannot write {error.filename or self.csv_path}: {error.strerror}"
+            ) from None
 
-    def _resume(self) -> None:
-        with open(self.progress_path, encoding="utf-8") as file:
-            progress = json.load(file)
-        if progress.get("version") != PROGRESS_VERSION or progress["signature"] != self.signature:
-            changed = sorted(
-                key
-                for key in set(progress.get("signature", {})) | set(self.signature)
-                if progress.get("signature", {}).get(key) != self.signature.get(key)
+    def _read_progress(self) -> dict:
+        """The unfinished run's progress file, if this run may continue it."""
+        try:
+            with open(self.progress_path, encoding="utf-8") as file:
+                progress = json.load(file)
+        except (OSError, ValueError) as error:
+            raise OutputError(
+                f"cannot resume {self.csv_path}: its progress file {self.progress_path} is "
+                f"unreadable ({error}); use --overwrite to start again"
+            ) from None
+        if not isinstance(progress, dict) or progress.get("version") != PROGRESS_VERSION:
+            raise OutputError(
+                f"cannot resume {self.csv_path}: it was started by another version of "
+                "classify_dir; use --overwrite to start again"
             )
+        changed = _changed_settings(progress["signature"], self.signature)
+        if changed:
             raise OutputError(
                 f"cannot resume {self.csv_path}: it was started with different settings "
                 f"({', '.join(changed)}); use --overwrite to start again"
             )
+        return progress
+
+    def _resume(self, progress: dict) -> None:
         self.rows_done = progress["rows_done"]
         self.parts = progress["parts"]
         self.cam_shape = tuple(progress["cam_shape"]) if progress["cam_shape"] else None
-        with open(self.csv_path, "r+b") as file:
-            file.truncate(progress["csv_bytes"])
-        if self.parts_dir:
-            os.makedirs(self.parts_dir, exist_ok=True)
-            for path in glob.glob(os.path.join(self.parts_dir, "*")):
-                name = os.path.basename(path)
-                if not name.endswith(".h5") or int(name[5:11]) >= self.parts:
-                    os.remove(path)  # written after the last commit, or a temporary
+        self.last_path = bytes.fromhex(progress["last_path"]) if progress["last_path"] else None
+        self.paths_digest = progress["paths_sha256"]
+        self.resume_point = ResumePoint(self.rows_done, self.last_path, self.paths_digest)
+        try:
+            with open(self.csv_path, "r+b") as file:
+                file.truncate(progress["csv_bytes"])
+            if self.parts_dir:
+                os.makedirs(self.parts_dir, exist_ok=True)
+                for path in glob.glob(os.path.join(self.parts_dir, "*")):
+                    name = os.path.basename(path)
+                    if not name.endswith(".h5") or int(name[5:11]) >= self.parts:
+                        os.remove(path)  # written after the last commit, or a temporary
+        except OSError as error:
+            raise OutputError(f"cannot resume {self.csv_path}: {error}") from None
 
     def _save_progress(self, csv_bytes: int) -> None:
         progress = {
             "version": PROGRESS_VERSION,
+            "csv": os.path.basename(self.csv_path),
             "rows_done": self.rows_done,
             "csv_bytes": csv_bytes,
             "parts": self.parts,
             "cam_shape": list(self.cam_shape) if self.cam_shape else None,
+            "last_path": self.last_path.hex() if self.last_path is not None else None,
+            "paths_sha256": self.paths_digest,
             "signature": self.signature,
         }
         _fsync_write(self.progress_path, json.dumps(progress, indent=1).encode("utf-8"))
@@ -295,46 +644,109 @@ class OutputWriter:
         return os.path.join(self.parts_dir, f"part_{index:06d}.h5")
 
     def commit(self, segment: Segment) -> None:
-        """Makes a segment durable: CAM part, then CSV rows, then progress."""
+        """Makes a segment durable: CAM part, then CSV rows, then progress.
+
+        A failure to write (a full disk, a quota, an I/O error) raises
+        OutputError with one line; what was committed before stays resumable.
+        """
         if not len(segment):
             return
+        try:
+            self._commit(segment)
+        except OSError as error:
+            raise self._write_error(error) from None
+
+    def _commit(self, segment: Segment) -> None:
+        parts = self.parts
         if self.parts_dir:
             self.cam_shape = tuple(segment.cams.shape[1:])
-            temporary = self._part_path(self.parts) + ".tmp"
-            with h5py.File(temporary, "w") as part:
-                _write_cam_datasets(part, segment)
-            os.replace(temporary, self._part_path(self.parts))
-            self.parts += 1
-        with open(self.csv_path, "ab") as file:
+            part = _memory_file()
+            _write_cam_datasets(part, segment)
+            _save_memory_file(part, self._part_path(parts))
+            parts += 1
+        with _writing(self.csv_path), open(self.csv_path, "ab") as file:
             file.write(b"".join(csv_line(row) for row in segment.rows))
             file.flush()
             os.fsync(file.fileno())
             csv_bytes = file.tell()
+        digest = self.paths_digest
+        for path in segment.relative_paths:
+            digest = path_digest(digest, path)
+        committed = (self.rows_done, self.parts, self.last_path, self.paths_digest)
         self.rows_done += len(segment)
-        self._save_progress(csv_bytes)
+        self.parts = parts
+        self.last_path = segment.relative_paths[-1]
+        self.paths_digest = digest
+        try:
+            self._save_progress(csv_bytes)
+        except BaseException:
+            self.rows_done, self.parts, self.last_path, self.paths_digest = committed
+            raise
+
+    def _write_error(self, error: Exception) -> OutputError:
+        reason = getattr(error, "strerror", None) or " ".join(str(error).split())
+        where = getattr(error, "filename", None)
+        return OutputError(
+            f"cannot write outputs{f' ({where})' if where else ''}: {reason}; the "
+            f"{self.rows_done} rows committed before are kept: fix that (free disk space?) "
+            "and run the same command with --resume"
+        )
 
     # -- finishing -----------------------------------------------------------------
 
     def finish(self, cam_attributes: dict, manifest: dict, cam_shape: tuple[int, int]) -> None:
         """Assembles the final HDF5, writes the run manifest, removes the journal."""
-        if self.cams_path:
-            temporary = self.cams_path + ".tmp"
-            assemble_cams(
-                [self._part_path(i) for i in range(self.parts)],
-                temporary,
-                cam_attributes,
-                self.cam_shape or cam_shape,
+        try:
+            if self.cams_path:
+                assemble_cams(
+                    [self._part_path(i) for i in range(self.parts)],
+                    self.cams_path,
+                    cam_attributes,
+                    self.cam_shape or cam_shape,
+                )
+            manifest = dict(
+                manifest,
+                csv=os.path.basename(self.csv_path),
+                rows=self.rows_done,
+                paths_sha256=self.paths_digest,
+                signature=self.signature,
             )
-            os.replace(temporary, self.cams_path)
-        manifest = dict(manifest, rows=self.rows_done, signature=self.signature)
-        manifest["finished"] = utc_now()
-        write_manifest(self.csv_path, manifest)
-        os.remove(self.progress_path)
+            manifest["finished"] = utc_now()
+            write_manifest(self.csv_path, manifest)
+            os.remove(self.progress_path)
+        except OSError as error:
+            raise self._write_error(error) from None
         if self.parts_dir:
             shutil.rmtree(self.parts_dir, ignore_errors=True)
+        self.close()
+
+    def close(self) -> None:
+        """Lets go of the outputs (after `finish`, or when the run stops early)."""
+        if self.lock is not None:
+            self.lock.release()
 
 
 # --- The HDF5 file ------------------------------------------------------------------------------
+#
+# The writer builds its HDF5 files in memory and writes their bytes with Python's file
+# I/O: when HDF5 fails to write (a full disk) while h5py releases an object, h5py 3.14
+# crashes the process (SIGSEGV) instead of raising. In memory, the only writes that can
+# fail are Python's, which raise OSError. (The files are small: CAM parts of one commit,
+# and the final file, a few hundred bytes per row.)
+
+
+def _memory_file() -> h5py.File:
+    """A new HDF5 file that lives in memory until `_save_memory_file`."""
+    name = f"memory-{uuid.uuid4().hex}.h5"  # HDF5 refuses two open files of one name
+    return h5py.File(name, "w", driver="core", backing_store=False)
+
+
+def _save_memory_file(file: h5py.File, path: str) -> None:
+    """Closes an in-memory HDF5 file and writes it to `path` (temporary, fsync, rename)."""
+    file.flush()
+    image = file.id.get_file_image()
+    file.close()
+    _fsync_write(path, image)
 
 
 def _string_dataset(group: h5py.Group, name: str, values: list[str], maxshape=None) -> None:
@@ -353,14 +765,15 @@ def _write_cam_datasets(file: h5py.File, segment: Segment) -> None:
 
 
 def create_cam_file(
-    path: str, count: int, cam_shape: tuple[int, int], attributes: dict
+    path: str | None, count: int, cam_shape: tuple[int, int], attributes: dict
 ) -> h5py.File:
     """An open HDF5 file with empty, chunked, gzip-compressed per-row datasets.
 
     gzip (deflate) and shuffle are built into every HDF5 library: plain h5py,
     HDFView or MATLAB read the file without plugins. Fill it with `write_block`.
+    `path` None: in memory (see `_save_memory_file`).
     """
-    file = h5py.File(path, "w")
+    file = _memory_file() if path is None else h5py.File(path, "w")
     height, width = cam_shape
     chunk_rows = max(1, min(count, max(1, (1 << 20) // (2 * height * width))))
     compressed = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
@@ -414,14 +827,15 @@ def write_block(file: h5py.File, start: int, block: dict[str, np.ndarray]) -> No
 def assemble_cams(
     part_paths: list[str], path: str, attributes: dict, cam_shape: tuple[int, int]
 ) -> None:
-    """Concatenates CAM part files, in order, into one final HDF5 file."""
+    """Concatenates CAM part files, in order, into one final HDF5 file (written atomically)."""
     parts = [CamFile(part_path) for part_path in part_paths]
     try:
-        with create_cam_file(path, sum(map(len, parts)), cam_shape, attributes) as out:
-            start = 0
-            for part in parts:
-                write_block(out, start, part.block(0, len(part)))
-                start += len(part)
+        out = create_cam_file(None, sum(map(len, parts)), cam_shape, attributes)
+        start = 0
+        for part in parts:
+            write_block(out, start, part.block(0, len(part)))
+            start += len(part)
+        _save_memory_file(out, path)
     finally:
         for part in parts:
             part.close()

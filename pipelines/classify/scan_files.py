@@ -78,6 +78,11 @@ def _is_file(entry: os.DirEntry) -> bool:
     return stat.S_ISREG(mode)
 
 
+def sort_key(relative_path: bytes) -> list[bytes]:
+    """A key that orders relative paths as `walk` yields them (per directory, by name bytes)."""
+    return relative_path.rstrip(b"/").split(b"/")
+
+
 def shard(entries: Iterator[ScanEntry], num_shards: int, shard_index: int) -> Iterator[ScanEntry]:
     """The entries of one shard: those whose walk index % num_shards == shard_index."""
     for index, entry in enumerate(entries):

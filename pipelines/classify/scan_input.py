@@ -14,7 +14,7 @@ shard or a resume.
 
 from __future__ import annotations
 
-import itertools
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -35,25 +35,28 @@ def scan_dataset(
     num_shards: int = 1,
     shard_index: int = 0,
     include_hidden: bool = False,
-    skip: int = 0,
+    resume_after: bytes | None = None,
+    load_scan: Callable[..., scan_files.LoadedScan] = scan_files.load,
 ) -> tf.data.Dataset:
-    """Batches of dicts for this shard's files below `scan_dir`, after the first `skip`.
+    """Batches of dicts for this shard's files below `scan_dir` that come after
+    `resume_after` in walk order (all of them if None), read with `load_scan`
+    (scan_files.load's signature; classify_dir journals decodes through it).
 
     Keys: path (bytes, relative to scan_dir), image (model input), frame (in
     source pixels), width and height (of the source), mean_intensity, error
     ("" when readable), blank, valid (False for padding rows).
     """
+    resume_key = None if resume_after is None else scan_files.sort_key(resume_after)
 
     def entries():
         walked = scan_files.walk(scan_dir, include_hidden)
-        for entry in itertools.islice(
-            scan_files.shard(walked, num_shards, shard_index), skip, None
-        ):
-            yield entry.relative_path, entry.listing_error
+        for entry in scan_files.shard(walked, num_shards, shard_index):
+            if resume_key is None or scan_files.sort_key(entry.relative_path) > resume_key:
+                yield entry.relative_path, entry.listing_error
 
     def load(relative_path: bytes, listing_error: bytes):
         entry = scan_files.ScanEntry(relative_path, listing_error.decode())
-        scan = scan_files.load(scan_dir, entry, max_decode_side)
+        scan = load_scan(scan_dir, entry, max_decode_side)
         return (
             scan.pixels,
             np.int32(scan.width),

@@ -28,7 +28,6 @@ Rerunning the same command after an interrupt resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import sys
@@ -220,23 +219,42 @@ def _effective_flags() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _prepare_output_dir(output_dir: str) -> None:
+def _torn(previous: str, current: str) -> bool:
+    """Whether flags.txt was cut short by a kill (older versions wrote it in place):
+    not ending in a newline, holding NULs, or the start of the current flags."""
+    return (
+        not previous.endswith("\n")
+        or "\0" in previous
+        or (previous != current and current.startswith(previous))
+    )
+
+
+def _prepare_output_dir(output_dir: str, chief: bool = True) -> None:
+    """Refuses a run directory holding a run with other flags; the chief records them.
+
+    Only the chief writes (the other workers of a cluster run the same command
+    into the same directory); flags.txt is replaced atomically, and a torn one
+    is treated as absent.
+    """
+    from brainview import training
+
     flags_path = os.path.join(output_dir, "flags.txt")
     current = _effective_flags()
-    if FLAGS.overwrite and os.path.exists(output_dir):
-        shutil.rmtree(output_dir)
-    if os.path.exists(flags_path):
-        with open(flags_path, encoding="utf-8") as file:
+    if FLAGS.overwrite:
+        if chief and os.path.exists(output_dir):
+            shutil.rmtree(output_dir)
+    elif os.path.exists(flags_path):
+        with open(flags_path, encoding="utf-8", errors="replace") as file:
             previous = file.read()
-        if previous != current:
+        if previous != current and not _torn(previous, current):
             changed = sorted(set(current.splitlines()) ^ set(previous.splitlines()))
             raise SetupError(
                 f"{output_dir} holds a run with other flags ({'; '.join(changed)}): "
                 "use another --output_dir, or --overwrite to start over"
             )
-    os.makedirs(output_dir, exist_ok=True)
-    with open(flags_path, "w", encoding="utf-8") as file:
-        file.write(current)
+    if chief:
+        os.makedirs(output_dir, exist_ok=True)
+        training.write_atomically(flags_path, current.encode("utf-8"))
 
 
 def _check_datasets(sources: list[str], data_dir: str | None) -> None:
@@ -313,11 +331,11 @@ def main(argv: list[str]) -> int:
         except ValueError as error:
             raise SetupError(str(error)) from None
         _check_datasets(FLAGS.datasets + FLAGS.test_datasets, FLAGS.data_dir)
-        _prepare_output_dir(FLAGS.output_dir)
         if FLAGS.deterministic:
             tf.config.experimental.enable_op_determinism()
         policy = devices.set_precision(FLAGS.precision)
         strategy = devices.select_strategy()
+        _prepare_output_dir(FLAGS.output_dir, training.is_chief(strategy))
         if not settings.pipeline.batch_size:
             batch_size = devices.auto_batch_size(
                 settings.pipeline.image_size, strategy.num_replicas_in_sync, training=True
@@ -344,8 +362,9 @@ def main(argv: list[str]) -> int:
         return 2
     summary = training.summarize(runs, results)
     summary["experiment"] = FLAGS.experiment
-    with open(os.path.join(FLAGS.output_dir, "summary.json"), "w", encoding="utf-8") as file:
-        json.dump(summary, file, indent=2)
+    if training.is_chief(strategy):
+        summary_path = os.path.join(FLAGS.output_dir, "summary.json")
+        training.write_json_atomically(summary_path, summary, indent=2)
     print()
     print(training.format_summary(summary))
     print(f"\nresults in {FLAGS.output_dir}")
