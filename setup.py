@@ -55,6 +55,9 @@ setup(
         "matplotlib>=3.7",
         # TensorFlow 2.21 no longer pulls it in; Keras' TensorBoard callback needs it.
         "tensorboard",
+        # Whole-slide scans: pyramidal (Big)TIFF / OME-TIFF levels, tile by tile.
+        "tifffile>=2024.1",
+        "imagecodecs>=2024.1",
     ],
     extras_require={
         "dev": ["pytest>=8", "ruff>=0.6", "pandas>=2", "dill"],
