@@ -73,35 +73,33 @@ def decode(contents: tf.Tensor, max_side: int, target_side: int) -> NativeDecode
     `max_side` and `target_side` mean what they mean for `image_files.read_image`:
     the longest side returned without resizing, and the side JPEG's DCT scaling
     must still cover. May raise an op error for a corrupt file (see the module doc).
+    The format is told by its signature; only that format's header is parsed.
     """
     if target_side < 1 or max_side < 1:
         raise ValueError(f"need sides >= 1, got max_side={max_side}, target_side={target_side}")
     target_side = min(target_side, max_side)
     header, length = _header(contents)
-    png_ok, png_width, png_height = _png_info(header, length)
-    bmp_ok, bmp_width, bmp_height = _bmp_info(header, length)
-    gif_ok, gif_width, gif_height = _gif_info(header, length)
-    jpeg = _starts_with(header, (0xFF, 0xD8, 0xFF))
     kind = tf.case(
         [
-            (png_ok, lambda: tf.constant(PNG)),
-            (jpeg, lambda: tf.constant(JPEG)),
-            (bmp_ok, lambda: tf.constant(BMP)),
-            (gif_ok, lambda: tf.constant(GIF)),
+            (_starts_with(header, _PNG_SIGNATURE), lambda: tf.constant(PNG)),
+            (_starts_with(header, (0xFF, 0xD8, 0xFF)), lambda: tf.constant(JPEG)),
+            (_starts_with(header, tuple(b"BM")), lambda: tf.constant(BMP)),
+            (_starts_with(header, tuple(b"GIF8")), lambda: tf.constant(GIF)),
         ],
         default=lambda: tf.constant(NONE),
     )
 
-    def lossless(width: tf.Tensor, height: tf.Tensor, decode_fn) -> tuple:
-        fits = (width <= max_side) & (height <= max_side)
+    def lossless(info, decode_fn) -> tuple:
+        provable, width, height = info(header, length)
+        fits = provable & (width <= max_side) & (height <= max_side)
         return _decoded_if(fits, decode_fn, width, height)
 
     branches = {
-        NONE: lambda: _not_handled(tf.constant(0), tf.constant(0)),
-        PNG: lambda: lossless(png_width, png_height, lambda: tf.io.decode_png(contents)),
+        NONE: lambda: _not_handled(),
+        PNG: lambda: lossless(_png_info, lambda: tf.io.decode_png(contents)),
         JPEG: lambda: _jpeg(contents, max_side, target_side),
-        BMP: lambda: lossless(bmp_width, bmp_height, lambda: tf.io.decode_bmp(contents)),
-        GIF: lambda: lossless(gif_width, gif_height, lambda: tf.io.decode_gif(contents)[0]),
+        BMP: lambda: lossless(_bmp_info, lambda: tf.io.decode_bmp(contents)),
+        GIF: lambda: lossless(_gif_info, lambda: tf.io.decode_gif(contents)[0]),
     }
     pixels, width, height, handled = tf.switch_case(kind, branches)
     pixels = tf.ensure_shape(pixels, [None, None, None])
@@ -111,10 +109,12 @@ def decode(contents: tf.Tensor, max_side: int, target_side: int) -> NativeDecode
 def mean_gray(pixels: tf.Tensor) -> tf.Tensor:
     """`image_files.mean_gray` of the RGB image of uint8 HxWx1 or HxWx3 `pixels` (float64).
 
-    Exact integer sums per channel, then the luma weights, as image_files does:
-    a gray image counts as its three equal channels.
+    Exact integer sums per channel (rows in int32, which a row of uint8 cannot
+    overflow, then int64), then the luma weights, as image_files does: a gray
+    image counts as its three equal channels.
     """
-    sums = tf.reduce_sum(tf.cast(pixels, tf.int64), axis=[0, 1])
+    row_sums = tf.reduce_sum(tf.cast(pixels, tf.int32), axis=1)
+    sums = tf.reduce_sum(tf.cast(row_sums, tf.int64), axis=0)
     count = tf.cast(tf.shape(pixels)[0] * tf.shape(pixels)[1], tf.float64)
     means = tf.broadcast_to(tf.cast(sums, tf.float64) / count, [3])
     return tf.reduce_sum(means * tf.constant(LUMA_WEIGHTS, tf.float64))
@@ -156,24 +156,25 @@ def _jpeg(contents: tf.Tensor, max_side: int, target_side: int) -> tuple:
 
 def _png_info(header: tf.Tensor, length: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """(provable, width, height) of a PNG header (see the module doc)."""
-    signature = _starts_with(header, _PNG_SIGNATURE)
-    ihdr = (_big_endian(header, 8, 4) == 13) & (_big_endian(header, 12, 4) == _IHDR)
-    width, height = _big_endian(header, 16, 4), _big_endian(header, 20, 4)
-    bit_depth, colour_type = header[24], header[25]
+    fields = tf.cast(header[:29], tf.int64)
+    ihdr = (_big_endian(fields[8:12]) == 13) & (_big_endian(fields[12:16]) == _IHDR)
+    width, height = _big_endian(fields[16:20]), _big_endian(fields[20:24])
+    bit_depth, colour_type = fields[24], fields[25]
     plain_layout = (
         (bit_depth == 8)
         & ((colour_type == 0) | (colour_type == 2) | (colour_type == 3))  # gray, RGB, palette
-        & (header[26] == 0)  # deflate
-        & (header[27] == 0)  # adaptive filtering
-        & (header[28] <= 1)  # not interlaced, or Adam7
+        & (fields[26] == 0)  # deflate
+        & (fields[27] == 0)  # adaptive filtering
+        & (fields[28] <= 1)  # not interlaced, or Adam7
     )
-    provable = signature & ihdr & plain_layout & (width >= 1) & (height >= 1)
+    provable = ihdr & plain_layout & (width >= 1) & (height >= 1)
     provable = provable & _png_chunks_before_data_allowed(header, length)
     return provable, width, height
 
 
 def _png_chunks_before_data_allowed(header: tf.Tensor, length: tf.Tensor) -> tf.Tensor:
     """Whether the chunks from IHDR to the first IDAT lie in the header and none is tRNS or acTL."""
+    length = tf.cast(length, tf.int64)
 
     def keep_going(position, done, allowed):
         del position, allowed
@@ -181,13 +182,13 @@ def _png_chunks_before_data_allowed(header: tf.Tensor, length: tf.Tensor) -> tf.
 
     def next_chunk(position, done, allowed):
         del done, allowed
-        inside = position + 8 <= tf.cast(length, tf.int64)
-        chunk_type = _big_endian(header, position + 4, 4)
+        inside = position + 8 <= length
+        chunk_length = _big_endian(_bytes_at(header, position, 4))
+        chunk_type = _big_endian(_bytes_at(header, position + 4, 4))
         data_reached = inside & (chunk_type == _IDAT)
         refused = (chunk_type == _TRNS) | (chunk_type == _ACTL)
         finished = ~inside | data_reached | refused
-        following = position + 12 + _big_endian(header, position, 4)
-        return following, finished, data_reached & ~refused
+        return position + 12 + chunk_length, finished, data_reached & ~refused
 
     _, _, allowed = tf.while_loop(
         keep_going,
@@ -199,15 +200,15 @@ def _png_chunks_before_data_allowed(header: tf.Tensor, length: tf.Tensor) -> tf.
 
 def _bmp_info(header: tf.Tensor, length: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """(provable, width, height) of a BMP header: uncompressed 24-bit, bottom-up, 40-byte DIB header."""
-    width = _signed32(_little_endian(header, 18, 4))
-    height = _signed32(_little_endian(header, 22, 4))
+    fields = tf.cast(header[:34], tf.int64)
+    width = _signed32(_little_endian(fields[18:22]))
+    height = _signed32(_little_endian(fields[22:26]))
     provable = (
-        _starts_with(header, (0x42, 0x4D))
-        & (length >= 54)
-        & (_little_endian(header, 14, 4) == 40)
-        & (_little_endian(header, 26, 2) == 1)  # planes
-        & (_little_endian(header, 28, 2) == 24)  # bits per pixel
-        & (_little_endian(header, 30, 4) == 0)  # BI_RGB: no compression
+        (length >= 54)
+        & (_little_endian(fields[14:18]) == 40)
+        & (_little_endian(fields[26:28]) == 1)  # planes
+        & (_little_endian(fields[28:30]) == 24)  # bits per pixel
+        & (_little_endian(fields[30:34]) == 0)  # BI_RGB: no compression
         & (width >= 1)
         & (height >= 1)  # bottom-up rows
     )
@@ -216,32 +217,32 @@ def _bmp_info(header: tf.Tensor, length: tf.Tensor) -> tuple[tf.Tensor, tf.Tenso
 
 def _gif_info(header: tf.Tensor, length: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """(provable, width, height) of a GIF whose first image fills the screen, opaque."""
+    fields = tf.cast(header[:13], tf.int64)
     signature = _starts_with(header, tuple(b"GIF87a")) | _starts_with(header, tuple(b"GIF89a"))
-    width, height = _little_endian(header, 6, 2), _little_endian(header, 8, 2)
-    packed = tf.cast(header[10], tf.int64)
+    width, height = _little_endian(fields[6:8]), _little_endian(fields[8:10])
+    packed = fields[10]
     global_table = packed >= 128
     table_bytes = 3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), packed % 8)
     after_table = 13 + tf.where(global_table, table_bytes, 0)
     # An optional graphic control extension (21 F9 04 flags delay delay index 00), then the image.
+    extension = _bytes_at(header, after_table, 8)
     control = (
-        (_byte(header, after_table) == 0x21)
-        & (_byte(header, after_table + 1) == 0xF9)
-        & (_byte(header, after_table + 2) == 4)
-        & (_byte(header, after_table + 7) == 0)
+        (extension[0] == 0x21) & (extension[1] == 0xF9) & (extension[2] == 4) & (extension[7] == 0)
     )
-    transparent = control & (_byte(header, after_table + 3) % 2 == 1)
-    descriptor = tf.where(control, after_table + 8, after_table)
+    transparent = control & (extension[3] % 2 == 1)
+    descriptor_at = tf.where(control, after_table + 8, after_table)
+    descriptor = _bytes_at(header, descriptor_at, 10)
     fills_screen = (
-        (_byte(header, descriptor) == 0x2C)
-        & (_little_endian(header, descriptor + 1, 2) == 0)
-        & (_little_endian(header, descriptor + 3, 2) == 0)
-        & (_little_endian(header, descriptor + 5, 2) == width)
-        & (_little_endian(header, descriptor + 7, 2) == height)
+        (descriptor[0] == 0x2C)
+        & (_little_endian(descriptor[1:3]) == 0)
+        & (_little_endian(descriptor[3:5]) == 0)
+        & (_little_endian(descriptor[5:7]) == width)
+        & (_little_endian(descriptor[7:9]) == height)
     )
-    local_table = _byte(header, descriptor + 9) >= 128
+    local_table = descriptor[9] >= 128
     provable = (
         signature
-        & (descriptor + 10 < tf.cast(length, tf.int64))
+        & (descriptor_at + 10 < tf.cast(length, tf.int64))
         & fills_screen
         & ~transparent
         & (global_table | local_table)
@@ -274,34 +275,28 @@ def fitted_size(width: tf.Tensor, height: tf.Tensor, side: int) -> tuple[tf.Tens
 
 
 def _header(contents: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """The first HEADER_BYTES bytes as int64 values, zero-padded; and how many are real."""
+    """The first HEADER_BYTES bytes (uint8), zero-padded to that length; and how many are real."""
     head = tf.io.decode_raw(tf.strings.substr(contents, 0, HEADER_BYTES), tf.uint8)
     length = tf.size(head)
-    padded = tf.pad(head, [[0, HEADER_BYTES - length]])
-    return tf.cast(padded, tf.int64), length
+    return tf.reshape(tf.pad(head, [[0, HEADER_BYTES - length]]), [HEADER_BYTES]), length
 
 
-def _byte(header: tf.Tensor, index) -> tf.Tensor:
-    """header[index], or 0 past the end (indices come from the file and may be anything)."""
-    index = tf.cast(index, tf.int64)
-    inside = (index >= 0) & (index < HEADER_BYTES)
-    return tf.where(inside, tf.gather(header, tf.clip_by_value(index, 0, HEADER_BYTES - 1)), 0)
+def _bytes_at(header: tf.Tensor, start: tf.Tensor, count: int) -> tf.Tensor:
+    """header[start:start + count] as int64 for a position read from the file (clipped: the
+    callers check it against the real length)."""
+    indices = tf.clip_by_value(start + tf.range(count, dtype=tf.int64), 0, HEADER_BYTES - 1)
+    return tf.cast(tf.gather(header, indices), tf.int64)
 
 
-def _big_endian(header: tf.Tensor, start, count: int) -> tf.Tensor:
-    start = tf.cast(start, tf.int64)
-    value = tf.constant(0, tf.int64)
-    for offset in range(count):
-        value = value * 256 + _byte(header, start + offset)
-    return value
+def _big_endian(values: tf.Tensor) -> tf.Tensor:
+    """The unsigned integer of big-endian bytes (int64, at most 4 bytes)."""
+    count = values.shape[0]
+    weights = tf.constant([256 ** (count - 1 - i) for i in range(count)], tf.int64)
+    return tf.reduce_sum(values * weights)
 
 
-def _little_endian(header: tf.Tensor, start, count: int) -> tf.Tensor:
-    start = tf.cast(start, tf.int64)
-    value = tf.constant(0, tf.int64)
-    for offset in reversed(range(count)):
-        value = value * 256 + _byte(header, start + offset)
-    return value
+def _little_endian(values: tf.Tensor) -> tf.Tensor:
+    return _big_endian(values[::-1])
 
 
 def _signed32(value: tf.Tensor) -> tf.Tensor:
@@ -309,7 +304,7 @@ def _signed32(value: tf.Tensor) -> tf.Tensor:
 
 
 def _starts_with(header: tf.Tensor, signature: tuple[int, ...]) -> tf.Tensor:
-    return tf.reduce_all(header[: len(signature)] == tf.constant(signature, tf.int64))
+    return tf.reduce_all(header[: len(signature)] == tf.constant(signature, tf.uint8))
 
 
 def _decoded_if(condition: tf.Tensor, decode_fn, width: tf.Tensor, height: tf.Tensor) -> tuple:
@@ -325,5 +320,5 @@ def _decoded_if(condition: tf.Tensor, decode_fn, width: tf.Tensor, height: tf.Te
     return tf.cond(condition, decoded, placeholder), width, height, condition
 
 
-def _not_handled(width: tf.Tensor, height: tf.Tensor) -> tuple:
-    return tf.zeros([1, 1, 1], tf.uint8), width, height, tf.constant(False)
+def _not_handled() -> tuple:
+    return tf.zeros([1, 1, 1], tf.uint8), tf.constant(0), tf.constant(0), tf.constant(False)

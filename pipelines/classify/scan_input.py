@@ -17,9 +17,12 @@ Why this shape: a Python generator around Pillow ran Python for every file,
 under one interpreter lock, so it could not keep more than a core or two busy.
 Here Python runs once per CHUNK_SIZE files for the walk, and only for files
 the fast path does not take. A decoder error cannot be caught inside a graph,
-so each file is its own small dataset: the fast path's, with its errors
+so each file is its own small dataset: the fast path's, which fails for a
+file it does not take as a decoder fails for a corrupt one, with its errors
 dropped (`ignore_errors`), then the Python reader's, of which only the first
-element is taken — the Python reader runs only when the fast path gave nothing.
+element is taken — the Python reader runs only when the fast path gave
+nothing. Files are interleaved PARALLEL_FILES at a time, so several are
+decoded at once even on one core (one waits for the disk, another decodes).
 
 Both paths give the same decoded pixels (tests/test_native_decode.py), and
 JPEGs are decoded at the DCT scale that covers the working size in both.
@@ -46,6 +49,8 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 # Walk entries handed to tf.data per Python call.
 CHUNK_SIZE = 1024
+# Files in flight at once: at least 8, twice the cores on bigger machines.
+PARALLEL_FILES = max(8, 2 * len(os.sched_getaffinity(0)))
 # Larger files skip the fast path: it reads a whole file into memory before
 # looking at it, while the Python reader bounds the memory of huge images.
 MAX_NATIVE_FILE_BYTES = 256 * 2**20
@@ -140,17 +145,16 @@ def decoded_scans(
         by_python = entry.map(python_read)
         if not native_decoders:
             return by_python
-        by_tensorflow = (
-            entry.filter(_native_candidate)
-            .map(native_read)
-            .ignore_errors()  # a decoder error: the Python reader decides
-            .filter(lambda scan, handled: handled)
-            .map(lambda scan, handled: scan)
-        )
+        # Not taken or a decoder error: dropped, and the Python reader decides.
+        by_tensorflow = entry.map(native_read).ignore_errors()
         return by_tensorflow.concatenate(by_python).take(1)
 
     return entries.interleave(
-        one_file, block_length=1, num_parallel_calls=AUTOTUNE, deterministic=True
+        one_file,
+        cycle_length=PARALLEL_FILES,
+        block_length=1,
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
     )
 
 
@@ -197,20 +201,26 @@ def _native_candidate(relative_path: tf.Tensor, listing_error: tf.Tensor, size: 
 def _native_reader(scan_dir: bytes, max_decode_side: int, target_side: int):
     prefix = os.path.join(scan_dir, b"")
 
-    def read(relative_path: tf.Tensor, listing_error: tf.Tensor, size: tf.Tensor):
-        del listing_error, size
-        contents = tf.io.read_file(tf.strings.join([prefix, relative_path]))
+    def read(relative_path: tf.Tensor, listing_error: tf.Tensor, size: tf.Tensor) -> dict:
+        """The file decoded by TensorFlow; an op error for a file it does not take."""
+        candidate = tf.debugging.Assert(
+            _native_candidate(relative_path, listing_error, size), ["left to Python"]
+        )
+        with tf.control_dependencies([candidate]):
+            contents = tf.io.read_file(tf.strings.join([prefix, relative_path]))
         decoded = native_decode.decode(contents, max_decode_side, target_side)
-        scan = {
+        taken = tf.debugging.Assert(decoded.handled, ["not provably decoded like Pillow"])
+        with tf.control_dependencies([taken]):
+            pixels = tf.identity(decoded.pixels)
+        return {
             "path": relative_path,
-            "pixels": decoded.pixels,
+            "pixels": pixels,
             "width": decoded.width,
             "height": decoded.height,
-            "mean_intensity": tf.cast(native_decode.mean_gray(decoded.pixels), tf.float32),
+            "mean_intensity": tf.cast(native_decode.mean_gray(pixels), tf.float32),
             "error": tf.constant(b""),
             "decoder": tf.constant(b"tensorflow"),
         }
-        return scan, decoded.handled
 
     return read
 
