@@ -30,7 +30,14 @@ if __package__ in (None, ""):  # run as a script: make the checkout importable
 
 from bench import common, report
 
-BENCHMARKS = ("classify_throughput", "memory_scaling", "training_input", "builder", "image_size")
+BENCHMARKS = (
+    "classify_throughput",
+    "memory_scaling",
+    "training_input",
+    "builder",
+    "input_path",
+    "image_size",
+)
 RESULTS_DIR = os.path.join(common.REPO_ROOT, "bench", "results")
 SKIP_NOTES = {
     "image_size": "--skip: it trains at 128-512 px, hours on a 2-core CPU; "

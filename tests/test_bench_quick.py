@@ -13,12 +13,20 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-BENCHMARKS = ("classify_throughput", "memory_scaling", "training_input", "builder", "image_size")
+BENCHMARKS = (
+    "classify_throughput",
+    "memory_scaling",
+    "training_input",
+    "builder",
+    "input_path",
+    "image_size",
+)
 SECTIONS = {
     "classify_throughput": ("settings", "images_per_second", "ratios", "targets"),
     "memory_scaling": ("settings", "classify_dir", "original", "growth", "targets"),
     "training_input": ("settings", "steps_per_second", "ratios", "targets"),
     "builder": ("settings", "slices_per_second", "shards", "ratios", "targets"),
+    "input_path": ("settings", "images_per_second", "classify", "pyramids", "ratios", "targets"),
     "image_size": ("settings", "by_size", "targets"),
 }
 
@@ -57,6 +65,7 @@ def test_quick_benchmarks_write_every_section(tmp_path):
 
     table = (results_dir / "README_table.md").read_text()
     assert "### Targets" in table
-    for heading in ("classify_dir throughput", "Peak memory", "Training input", "Builder"):
+    headings = ("classify_dir throughput", "Peak memory", "Training input", "Builder", "Input path")
+    for heading in headings:
         assert heading in table
     assert "Image size" in table
