@@ -49,8 +49,9 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 # Walk entries handed to tf.data per Python call.
 CHUNK_SIZE = 1024
-# Files in flight at once: at least 8, twice the cores on bigger machines.
-PARALLEL_FILES = max(8, 2 * len(os.sched_getaffinity(0)))
+# Files in flight at once: at least 8, twice the usable cores on bigger machines.
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+PARALLEL_FILES = max(8, 2 * (_CORES or 1))
 # Larger files skip the fast path: it reads a whole file into memory before
 # looking at it, while the Python reader bounds the memory of huge images.
 MAX_NATIVE_FILE_BYTES = 256 * 2**20
