@@ -67,7 +67,7 @@ def settings_for(ctx: common.Context) -> Settings:
         )
     return Settings(
         sides=(512, 1024, 2048),
-        counts={512: 128, 1024: 64, 2048: 32},
+        counts={512: 160, 1024: 96, 2048: 64},
         cores=cores,
         repeats=ctx.repeats(quick=1, full=2),
         batch_size=16,
@@ -177,7 +177,7 @@ def run(ctx: common.Context) -> dict:
         ),
         "model": data.random_model(ctx.path(f"model_{IMAGE_SIZE}", "model.keras"), IMAGE_SIZE),
         "batch_size": settings.classify_batch,
-        "model_batches": 3,
+        "model_batches": 6,
         "out_dir": ctx.path("input_classify_out"),
     }
     worker_settings = {

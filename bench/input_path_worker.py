@@ -3,12 +3,16 @@
 bench/input_path.py starts this module pinned to 1 or 2 cores (taskset) and
 with either this checkout's `brainview` or the baseline commit's on
 PYTHONPATH ("before"), and reads the JSON it writes. Measured per scan folder
-(one format and size each), steady state (the first element or batch, which
-starts the threads, is not timed):
+(one format and size each):
 
   decode      file -> decoded pixels and mean gray (the pipeline's first half)
   preprocess  decoded pixels, held in memory -> model input (its second half)
   whole       scan_input.scan_dataset: walk, decode, preprocess, padded batches
+
+Each is timed over the whole iteration, first element included: the map
+functions are traced when the dataset is built (not timed), and leaving out a
+first batch would leave out the work the pipeline did ahead for the next ones
+(up to dozens of images in flight), which flatters the faster pipeline.
 
 plus, with --classify, classify_dir against the classifier alone, and with
 --pyramid, reading one whole-slide TIFF as classify_dir reads a file.
@@ -28,16 +32,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 MAX_DECODE_SIDE = 2048  # image_files.MAX_DECODE_SIDE at both commits
 
 
-def _steady_rate(dataset, count_of) -> tuple[float, float]:
-    """(items per second, CPU ms per item) from the first element's arrival to the last's.
+def _rate(dataset, count_of) -> tuple[float, float]:
+    """(items per second, CPU ms per item) over one whole iteration of `dataset`.
 
     CPU time is the whole process's (every thread): on a shared machine it
     says what an item costs a core even when other jobs take the wall clock.
     """
-    iterator = iter(dataset)
-    next(iterator)
     started, cpu_started, count = time.perf_counter(), time.process_time(), 0
-    for element in iterator:
+    for element in dataset:
         count += count_of(element)
     seconds = time.perf_counter() - started
     cpu_seconds = time.process_time() - cpu_started
@@ -145,7 +147,7 @@ def measure_folder(code: str, folder: dict, settings: dict) -> dict:
     image_size, mode = settings["image_size"], settings["mode"]
     count = folder["count"]
     decoded = _decode_stage(code, scan_dir, image_size)
-    rates = {"decode": _steady_rate(decoded.prefetch(2), lambda _: 1)}
+    rates = {"decode": _rate(decoded.prefetch(2), lambda _: 1)}
     held = []
     for scan in decoded.take(settings["in_memory_images"]):  # traced once, iterated again
         held.append(
@@ -155,9 +157,9 @@ def measure_folder(code: str, folder: dict, settings: dict) -> dict:
             }
         )
     pipeline = _preprocess_stage(code, held, count, image_size, mode)
-    rates["preprocess"] = _steady_rate(pipeline, lambda _: 1)
+    rates["preprocess"] = _rate(pipeline, lambda _: 1)
     whole = _whole(scan_dir, image_size, mode, settings["batch_size"])
-    rates["whole"] = _steady_rate(whole, lambda batch: int(np.sum(batch["valid"].numpy())))
+    rates["whole"] = _rate(whole, lambda batch: int(np.sum(batch["valid"].numpy())))
     measured = {name: round(rate, 2) for name, (rate, _) in rates.items()}
     measured.update({f"{name}_cpu_ms": round(cpu, 2) for name, (_, cpu) in rates.items()})
     return measured
