@@ -54,16 +54,16 @@ def settings_for(ctx: common.Context) -> Settings:
     cores = (1, 2) if (os.cpu_count() or 1) >= 2 else (1,)
     if ctx.quick:
         return Settings(
-            sides=(512, 2048),
-            counts={512: 16, 2048: 12},
+            sides=(256, 512),
+            counts={256: 8, 512: 8},
             cores=cores[-1:],
             repeats=ctx.repeats(quick=1, full=1),
             batch_size=4,
             in_memory_images=4,
-            classify_images=48,
-            classify_batch=16,
-            pyramid_sides=(800, 4000),
-            pyramid_reads=2,
+            classify_images=24,
+            classify_batch=8,
+            pyramid_sides=(600, 2400),
+            pyramid_reads=1,
         )
     return Settings(
         sides=(512, 1024, 2048),
