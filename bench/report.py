@@ -227,11 +227,94 @@ def classify_beam(result: dict) -> list[str]:
     return [title, "", *_table(["engine", "img/s", "x classify_dir"], rows)]
 
 
+def _before_after(before, after) -> str:
+    if before is None:
+        return _number(after, 1)
+    return f"{_number(before, 1)} -> {_number(after, 1)}"
+
+
+def input_path(result: dict) -> list[str]:
+    s = result["settings"]
+    rates = result["images_per_second"]
+    before = rates.get("before", {})
+    commit = (s.get("baseline_commit") or "")[:7]
+    lines = [
+        f"### Input path: img/s per piece, model {s['image_size']} px (working side "
+        f"{s['working_side']}), mode {s['mode']}; before = {commit or 'n/a'}, after = this "
+        f"checkout; median of {s['repeats']}",
+        "",
+        "Decode: file -> pixels; preprocess: pixels in memory -> model input; whole: "
+        "scan_input.scan_dataset (walk, decode, preprocess, batches). Wall-clock img/s, the "
+        "process pinned with taskset; per core = 1000 / the process's CPU ms per image "
+        "(what a core sustains, whatever else ran on the machine).",
+    ]
+    per_core = result.get("per_core_images_per_second", {})
+    for cores in rates["after"]:
+        rows = []
+        for file_format, by_side in rates["after"][cores].items():
+            for side, pieces in by_side.items():
+                old = before.get(cores, {}).get(file_format, {}).get(side, {})
+                core_rates = [
+                    per_core.get(c, {}).get(file_format, {}).get(side) for c in ("before", "after")
+                ]
+                rows.append(
+                    [
+                        f"{s['formats'][file_format]} {side} px",
+                        *(_before_after(old.get(p), pieces[p]) for p in ("decode", "preprocess")),
+                        _before_after(old.get("whole"), pieces["whole"]),
+                        _before_after(*core_rates),
+                    ]
+                )
+        header = ["scans", "decode", "preprocess", "whole input path", "whole, per core"]
+        lines += ["", f"{cores} core(s):", "", *_table(header, rows)]
+    classify = result["classify"]
+    if classify:
+        rows = [
+            [
+                code,
+                _number(values["model_only"], 1),
+                _number(values["classify_dir"], 1),
+                _number(values["classify_dir / model_only"]),
+            ]
+            for code, values in classify.items()
+        ]
+        lines += [
+            "",
+            f"classify_dir vs the classifier alone ({s['cores'][-1]} cores, "
+            f"{s['classify_images']} scans, PNG + JPEG, batch {s['classify_batch']}):",
+            "",
+            *_table(
+                ["code", "model only img/s", "classify_dir img/s", "classify_dir / model"], rows
+            ),
+        ]
+    rows = []
+    for code, by_side in result["pyramids"].items():
+        for side, values in by_side.items():
+            rows.append(
+                [
+                    f"{code}: {int(side):,} px ({_number(values['file_mb'], 1)} MB)",
+                    _number(values["seconds_per_read"], 3),
+                    "x".join(str(d) for d in values["decoded_shape"][:2]),
+                    _number(values["peak_rss_mb"], 0),
+                ]
+            )
+    lines += [
+        "",
+        "Pyramidal TIFF (RGB, JPEG tiles 512 px, levels halving), read as classify_dir reads it:",
+        "",
+        *_table(["file", "s per read", "decoded", "peak RSS MB"], rows),
+        "",
+        "Ratios: " + "; ".join(f"{k} = {_number(v)}" for k, v in result["ratios"].items()) + ".",
+    ]
+    return lines
+
+
 SECTIONS = {
     "classify_throughput": classify_throughput,
     "memory_scaling": memory_scaling,
     "training_input": training_input,
     "builder": builder,
+    "input_path": input_path,
     "image_size": image_size,
     "classify_beam": classify_beam,
 }

@@ -35,6 +35,7 @@ BENCHMARKS = (
     "memory_scaling",
     "training_input",
     "builder",
+    "input_path",
     "image_size",
     "classify_beam",
 )

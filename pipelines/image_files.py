@@ -46,8 +46,11 @@ Size
     (`decode_memory`), and files that would need more than MAX_DECODE_BYTES
     are refused before decoding, with the estimate in the reason.
     JPEGs are decoded at 1/2, 1/4 or 1/8 scale when that still covers the
-    target size (libjpeg DCT scaling). Images are then shrunk with an area
-    (box) filter so the longer side is at most `max_side`; `width` and
+    target size (libjpeg DCT scaling): `max_side`, or the smaller
+    `target_side` of a caller that reduces further anyway (classify_dir asks
+    for its working size, so a 2048 px JPEG is decoded at 512 px). Images are
+    then shrunk with an area (box) filter so the longer side is at most
+    `max_side` (a JPEG scaled below that is left as decoded); `width` and
     `height` keep the original size. Apart from the decoder's own frame, no
     full-resolution copy is made (16-bit colour, which needs two decodes, is the
     exception). Decoding images above 64 MP holds a module-level lock, so
@@ -186,26 +189,34 @@ class DecodedImage:
     frames: int  # number of pages/frames in the file; the first one is decoded
 
 
-def read_image(path: StrOrBytesPath, max_side: int = MAX_DECODE_SIDE) -> DecodedImage:
+def read_image(
+    path: StrOrBytesPath, max_side: int = MAX_DECODE_SIDE, *, target_side: int | None = None
+) -> DecodedImage:
     """Decodes the first page of the image file `path` (bytes paths work for any file name).
 
-    Raises ImageReadError, with a one-line reason, for anything wrong with the file.
+    `target_side` (default `max_side`): the side JPEG's reduced-scale decoding
+    must still cover (see the module doc). Raises ImageReadError, with a
+    one-line reason, for anything wrong with the file.
     """
-    _check_max_side(max_side)
+    target_side = _checked_sides(max_side, target_side)
     name = _display_name(path)
     with _open_regular_file(path, name) as stream:
-        return _decode_stream(stream, max_side, name)
+        return _decode_stream(stream, max_side, target_side, name)
 
 
 def decode_image_bytes(
-    data: bytes, max_side: int = MAX_DECODE_SIDE, name: str = "<bytes>"
+    data: bytes,
+    max_side: int = MAX_DECODE_SIDE,
+    name: str = "<bytes>",
+    *,
+    target_side: int | None = None,
 ) -> DecodedImage:
     """Like `read_image` for a file's content; `name` only labels errors."""
-    _check_max_side(max_side)
+    target_side = _checked_sides(max_side, target_side)
     name = _display_name(name)
     if not data:
         raise ImageReadError("empty file (0 bytes)", name)
-    return _decode_stream(io.BytesIO(data), max_side, name)
+    return _decode_stream(io.BytesIO(data), max_side, target_side, name)
 
 
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -329,6 +340,16 @@ def _check_max_side(max_side: int) -> None:
         raise ValueError(f"max_side must be at least 1, got {max_side}")
 
 
+def _checked_sides(max_side: int, target_side: int | None) -> int:
+    """The JPEG scaling target: `target_side` capped at `max_side` (default `max_side`)."""
+    _check_max_side(max_side)
+    if target_side is None:
+        return max_side
+    if target_side < 1:
+        raise ValueError(f"target_side must be at least 1, got {target_side}")
+    return min(target_side, max_side)
+
+
 def _display_name(path: StrOrBytesPath) -> str:
     r"""`path` as printable one-line text: undecodable bytes as \xNN, control characters escaped."""
     text = os.fsencode(path).decode("utf-8", "backslashreplace")
@@ -360,7 +381,7 @@ def _open_regular_file(path: StrOrBytesPath, name: str) -> BinaryIO:
 # --- Decoding -----------------------------------------------------------------------------------
 
 
-def _decode_stream(stream: BinaryIO, max_side: int, name: str) -> DecodedImage:
+def _decode_stream(stream: BinaryIO, max_side: int, target_side: int, name: str) -> DecodedImage:
     """Decodes the first frame in `stream`, converting every decoder failure to ImageReadError."""
     _require_truncation_errors()
     try:
@@ -370,7 +391,7 @@ def _decode_stream(stream: BinaryIO, max_side: int, name: str) -> DecodedImage:
             _check_decode_memory(image, max_side, name)
             frames = getattr(image, "n_frames", 1)
             with _decode_slot(width * height):
-                samples = _decode_samples(image, stream, max_side, name)
+                samples = _decode_samples(image, stream, max_side, target_side, name)
     except UnidentifiedImageError as error:
         raise ImageReadError(_unrecognized_reason(stream), name) from error
     except Image.DecompressionBombError as error:
@@ -411,14 +432,17 @@ def _decode_slot(pixel_count: int) -> contextlib.AbstractContextManager[object]:
 
 
 def _decode_samples(
-    image: ImageFile.ImageFile, stream: BinaryIO, max_side: int, name: str
+    image: ImageFile.ImageFile, stream: BinaryIO, max_side: int, target_side: int, name: str
 ) -> np.ndarray:
     """The first frame, shrunk to fit `max_side`, as uint8 or (if wider) its native dtype."""
     if _needs_low_bytes(image, name):
         return downscale_to_max_side(_read_wide_colour_samples(image, stream), max_side)
     size = _fitted_size(*image.size, max_side)
-    if size != image.size:
-        image.draft(image.mode, size)  # JPEG only: decode at 1/2, 1/4 or 1/8 scale
+    draft_size = _fitted_size(*image.size, target_side)
+    if draft_size != image.size:
+        image.draft(image.mode, draft_size)  # JPEG only: decode at 1/2, 1/4 or 1/8 scale
+    if image.size[0] < size[0] or image.size[1] < size[1]:
+        size = image.size  # scaled below max_side for a smaller target: no resize
     shrunk = _resized(_averageable(image), size)
     return np.asarray(_numpy_ready(shrunk))
 

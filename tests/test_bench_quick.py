@@ -18,6 +18,7 @@ BENCHMARKS = (
     "memory_scaling",
     "training_input",
     "builder",
+    "input_path",
     "image_size",
     "classify_beam",
 )
@@ -26,6 +27,7 @@ SECTIONS = {
     "memory_scaling": ("settings", "classify_dir", "original", "growth", "targets"),
     "training_input": ("settings", "steps_per_second", "ratios", "targets"),
     "builder": ("settings", "slices_per_second", "shards", "ratios", "targets"),
+    "input_path": ("settings", "images_per_second", "classify", "pyramids", "ratios", "targets"),
     "image_size": ("settings", "by_size", "targets"),
     "classify_beam": ("settings", "images_per_second", "ratios", "targets"),
 }
@@ -65,12 +67,14 @@ def test_quick_benchmarks_write_every_section(tmp_path):
 
     table = (results_dir / "README_table.md").read_text()
     assert "### Targets" in table
-    for heading in (
+    headings = (
         "classify_dir throughput",
         "Peak memory",
         "Training input",
         "Builder",
         "Apache Beam on one machine",
-    ):
+        "Input path",
+    )
+    for heading in headings:
         assert heading in table
     assert "Image size" in table

@@ -527,6 +527,30 @@ def test_large_jpeg_is_decoded_at_reduced_scale_and_downscaled(tmp_path, monkeyp
     assert np.abs(decoded.pixels[..., 0].astype(int) - expected).mean() < 2
 
 
+def test_target_side_scales_jpeg_to_cover_it_and_never_enlarges(tmp_path):
+    """classify_dir asks for its working size: a JPEG is decoded at the DCT scale that
+    still covers it and left there (never enlarged back to max_side); other formats
+    and the default (target = max_side) are unchanged."""
+    rng = np.random.default_rng(RNG_SEED)
+    gray = rng.integers(0, 256, (1536, 2048), dtype=np.uint8)
+    jpeg, png = tmp_path / "scan.jpg", tmp_path / "scan.png"
+    Image.fromarray(gray).save(jpeg, quality=90)
+    Image.fromarray(gray).save(png)
+
+    scaled = image_files.read_image(jpeg, 2048, target_side=512)
+    assert scaled.pixels.shape == (384, 512, 3)  # 1/4 scale covers 512 exactly
+    assert (scaled.width, scaled.height) == (2048, 1536)
+    assert image_files.read_image(jpeg, 2048, target_side=600).pixels.shape == (768, 1024, 3)
+    assert image_files.read_image(jpeg, 2048).pixels.shape == (1536, 2048, 3)
+    # A target above max_side is capped at it: today's behaviour.
+    assert image_files.read_image(jpeg, 1024, target_side=4096).pixels.shape == (768, 1024, 3)
+    np.testing.assert_array_equal(
+        image_files.read_image(png, 2048, target_side=512).pixels, _gray_as_rgb(gray)
+    )
+    with pytest.raises(ValueError, match="target_side"):
+        image_files.read_image(png, 2048, target_side=0)
+
+
 class _RecordingLock:
     def __init__(self) -> None:
         self.entries = 0

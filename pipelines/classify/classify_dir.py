@@ -366,6 +366,8 @@ def _run(
         include_hidden=config.include_hidden,
         resume_after=writer.last_path,
         load_scan=journal.load,
+        # Scans a killed run left behind are read by the journaled reader only.
+        python_only=frozenset(journal.blamed) | frozenset(journal.suspects),
     )
     batches_per_commit = max(1, -(-config.commit_every // config.batch_size))
 

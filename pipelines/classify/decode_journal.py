@@ -118,7 +118,13 @@ class DecodeJournal:
         with contextlib.suppress(OSError):
             os.write(self._fd, kind + b" " + path.hex().encode() + b"\n")
 
-    def load(self, scan_dir: bytes, entry: scan_files.ScanEntry, max_side: int):
+    def load(
+        self,
+        scan_dir: bytes,
+        entry: scan_files.ScanEntry,
+        max_side: int,
+        target_side: int | None = None,
+    ):
         """scan_files.load, journaled; blamed scans get their error without being read."""
         path = entry.relative_path
         reason = self.blamed.get(path)
@@ -129,7 +135,7 @@ class DecodeJournal:
             self.in_flight[path] = self.in_flight.get(path, 0) + 1
             self._append(b"start", path)
         try:
-            return scan_files.load(scan_dir, entry, max_side)
+            return scan_files.load(scan_dir, entry, max_side, target_side)
         finally:
             with self._lock:
                 self.in_flight[path] -= 1

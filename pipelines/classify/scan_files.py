@@ -1,10 +1,14 @@
-"""Finding and reading the files of a scan directory, one at a time.
+"""Finding and reading the files of a scan directory.
 
 The walk is a generator: memory does not grow with the number of files (only
 with the largest single directory listing, which is sorted). Its order is
 deterministic — depth first, entries sorted by their raw file-name bytes —
 so a run can be resumed by skipping the files already done, and shards split
-the same sequence (`index % num_shards`).
+the same sequence (`index % num_shards`). `chunks` hands it to tf.data a
+thousand entries at a time, so Python runs once per chunk, not once per file.
+
+`load` is the Python reader (Pillow, or tifffile for pyramidal TIFFs), for
+the files TensorFlow's decoders do not take (see brainview.native_decode).
 
 Paths are bytes throughout (file names need not be valid UTF-8); `display_path`
 turns them into text for the CSV, with undecodable bytes written as \\xNN.
@@ -13,13 +17,14 @@ turns them into text for the CSV, with undecodable bytes written as \\xNN.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import stat
 from collections.abc import Iterator
 
 import numpy as np
 
-from brainview import image_files
+from brainview import image_files, whole_slide
 
 # Returned for files that cannot be read, so the batch keeps its shape.
 PLACEHOLDER_PIXELS = np.zeros((8, 8, 3), np.uint8)
@@ -31,6 +36,7 @@ class ScanEntry:
 
     relative_path: bytes
     listing_error: str = ""  # set for unlistable directories (they get an error row)
+    size: int = -1  # bytes, from the walk's stat; -1 when unknown (the reader reports why)
 
 
 def walk(scan_dir: bytes, include_hidden: bool = False) -> Iterator[ScanEntry]:
@@ -60,22 +66,23 @@ def _walk(root: bytes, relative: bytes, include_hidden: bool) -> Iterator[ScanEn
         path = os.path.join(relative, entry.name) if relative else entry.name
         try:
             is_dir = entry.is_dir(follow_symlinks=False)
-            is_file = not is_dir and _is_file(entry)
+            size = -1 if is_dir else _file_size(entry)
         except OSError:
-            is_dir, is_file = False, True  # let the reader report the problem
+            is_dir, size = False, -1  # let the reader report the problem
         if is_dir:
             yield from _walk(root, path, include_hidden)
-        elif is_file:
-            yield ScanEntry(path)
+        elif size is not None:
+            yield ScanEntry(path, size=size)
 
 
-def _is_file(entry: os.DirEntry) -> bool:
-    """Regular files and links to them; sockets, FIFOs and devices are not scans."""
+def _file_size(entry: os.DirEntry) -> int | None:
+    """The size of a regular file or a link to one (-1 for a dangling link, reported
+    as an error row); None for sockets, FIFOs and devices, which are not scans."""
     try:
-        mode = entry.stat(follow_symlinks=True).st_mode
+        info = entry.stat(follow_symlinks=True)
     except OSError:
-        return entry.is_symlink()  # a dangling link: reported as an error row
-    return stat.S_ISREG(mode)
+        return -1 if entry.is_symlink() else None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
 def sort_key(relative_path: bytes) -> list[bytes]:
@@ -88,6 +95,22 @@ def shard(entries: Iterator[ScanEntry], num_shards: int, shard_index: int) -> It
     for index, entry in enumerate(entries):
         if index % num_shards == shard_index:
             yield entry
+
+
+def chunks(
+    entries: Iterator[ScanEntry], size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`entries` in order, `size` at a time, as arrays for tf.data.
+
+    (relative paths, listing errors as UTF-8, sizes): object arrays of bytes
+    (NumPy's fixed-width bytes type would drop trailing NUL bytes) and int64.
+    """
+    while chunk := list(itertools.islice(entries, size)):
+        yield (
+            np.array([entry.relative_path for entry in chunk], dtype=object),
+            np.array([entry.listing_error.encode("utf-8") for entry in chunk], dtype=object),
+            np.array([entry.size for entry in chunk], dtype=np.int64),
+        )
 
 
 def display_path(relative_path: bytes) -> str:
@@ -104,12 +127,23 @@ class LoadedScan:
     error: str  # "" when readable
 
 
-def load(scan_dir: bytes, entry: ScanEntry, max_side: int) -> LoadedScan:
-    """Reads one scan; never raises for a bad file (the error goes in the result)."""
+def load(
+    scan_dir: bytes, entry: ScanEntry, max_side: int, target_side: int | None = None
+) -> LoadedScan:
+    """Reads one scan; never raises for a bad file (the error goes in the result).
+
+    `target_side` (default `max_side`): the side the caller reduces to anyway
+    (classify_dir's working size): JPEGs are decoded at the DCT scale that
+    still covers it, pyramidal TIFFs at the smallest level that does.
+    """
     if entry.listing_error:
         return LoadedScan(PLACEHOLDER_PIXELS, 0, 0, float("nan"), entry.listing_error)
+    path = os.path.join(scan_dir, entry.relative_path)
+    target_side = max_side if target_side is None else min(target_side, max_side)
     try:
-        decoded = image_files.read_image(os.path.join(scan_dir, entry.relative_path), max_side)
+        decoded = whole_slide.read_pyramid(path, target_side, max_side)
+        if decoded is None:
+            decoded = image_files.read_image(path, max_side, target_side=target_side)
     except image_files.ImageReadError as error:
         return LoadedScan(PLACEHOLDER_PIXELS, 0, 0, float("nan"), str(error))
     return LoadedScan(
