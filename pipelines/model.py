@@ -204,8 +204,15 @@ def card_path(model_path: str) -> str:
 
 
 def save_model(model: keras.Model, card: ModelCard, model_path: str) -> None:
-    """Saves weights and architecture without the optimizer state (a third of the size)."""
-    inference_model = keras.models.clone_model(model)
+    """Saves weights and architecture without the optimizer state (a third of the size).
+
+    The weights go into a fresh, uncompiled copy of the network, built as
+    `load_model` builds it: Keras' clone_model would compile the copy like the
+    original, and `save` would then write Adam's two slots for every weight.
+    """
+    inference_model = build_classifier(
+        card.image_size, weights="none", head_units=card.head_units, backbone_name=card.backbone
+    )
     inference_model.set_weights(model.get_weights())
     inference_model.save(model_path)
     card = dataclasses.replace(card, weights_sha256=file_digest(model_path, length=64))

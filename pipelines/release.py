@@ -163,7 +163,8 @@ def model_card_markdown(
 def make_release(
     name: str, run_dir: str, flags_path: str, evidence: Evidence, released_dir: str | None = None
 ) -> str:
-    """Copies `run_dir`'s model into released/<name>/ with its MODEL_CARD.md; returns the folder."""
+    """Saves `run_dir`'s model (weights only) into released/<name>/ with its inference card and
+    MODEL_CARD.md; returns the folder."""
     model_path = os.path.join(run_dir, "model.keras")
     metrics_path = os.path.join(run_dir, "metrics.json")
     for path in (model_path, model_lib.card_path(model_path), metrics_path, flags_path):
@@ -177,8 +178,18 @@ def make_release(
     card = dataclasses.replace(
         card, temperature=holdout["temperature"], uncertain_below=holdout["uncertain_below"]
     )
-    weights_bytes = os.path.getsize(model_path)
+    target = os.path.join(released_dir or released_models.RELEASED_DIR, name)
+    staging = target + ".tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    # Saved anew: weights only (no optimizer state), with the card's hash of that file.
+    staged_model = os.path.join(staging, released_models.MODEL_FILE)
+    model, _ = model_lib.load_model(model_path)
+    model_lib.save_model(model, card, staged_model)
+    card = model_lib.ModelCard.load(model_lib.card_path(staged_model))
+    weights_bytes = os.path.getsize(staged_model)
     if weights_bytes > MAX_WEIGHTS_BYTES:
+        shutil.rmtree(staging, ignore_errors=True)
         raise ReleaseError(f"{model_path} is {weights_bytes / 1e6:.1f} MB, over the 20 MB limit")
     with open(flags_path, encoding="utf-8") as file:
         flags_text = file.read()
@@ -186,12 +197,6 @@ def make_release(
     markdown = model_card_markdown(
         name, card, flags_text, release_metrics.get("train_examples", 0), evidence, weights_bytes
     )
-    target = os.path.join(released_dir or released_models.RELEASED_DIR, name)
-    staging = target + ".tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
-    shutil.copy2(model_path, os.path.join(staging, released_models.MODEL_FILE))
-    card.save(os.path.join(staging, "model.json"))
     with open(os.path.join(staging, "MODEL_CARD.md"), "w", encoding="utf-8") as file:
         file.write(markdown)
     shutil.rmtree(target, ignore_errors=True)

@@ -8,10 +8,13 @@ its predictions and CAMs clearly differ between images and equality checks mean 
 
 import contextlib
 import dataclasses
+import io
 import os
 import subprocess
 import sys
+import zipfile
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -233,6 +236,21 @@ def test_save_and_load_round_trip_gives_identical_predictions(classifier, tmp_pa
     original = predict(classifier, images)
     assert original.max() > 0.5  # confident outputs: equality below is not trivial
     np.testing.assert_allclose(predict(loaded, images), original, atol=1e-6)
+
+
+def test_saved_model_holds_no_optimizer_state(tmp_path):
+    """A trained (compiled) model is saved with its weights only: shipped models stay small."""
+    classifier = model_lib.build_classifier(SIZE)
+    classifier.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    images = varied_images()
+    classifier.fit(images, np.zeros(len(images)), epochs=1, verbose=0)
+    path = str(tmp_path / "model.keras")
+    card = model_lib.ModelCard(image_size=SIZE, trained_on=("x",), recipe="none")
+    model_lib.save_model(classifier, card, path)
+    with zipfile.ZipFile(path) as archive:
+        weights = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
+        assert "optimizer" not in weights
+        assert "layers" in weights
 
 
 def test_load_model_names_what_is_missing(tmp_path):
