@@ -74,12 +74,38 @@ def _selective_line(metrics: dict) -> str:
     )
 
 
-def _run_section(title: str, metrics: dict) -> list[str]:
+def _run_flags(metrics_path: str) -> dict[str, str]:
+    """The flags.txt bin/train writes in the run's output folder (one level above the run)."""
+    path = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(metrics_path))), "flags.txt"
+    )
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as file:
+        pairs = (line.strip()[2:].partition("=") for line in file if line.startswith("--"))
+        return {name: value for name, _, value in pairs}
+
+
+def _recipe_line(flags: dict[str, str]) -> str:
+    """Which recipe a run used, as far as its flags say (what differs between runs matters)."""
+    if not flags:
+        return ""
+    return (
+        f"{flags.get('backbone', '?')} ({flags.get('trainable_layers', '?')} layers trained), "
+        f"{flags.get('image_size', '?')} px, `{flags.get('preprocessing', '?')}` input, "
+        f"augmentation `{flags.get('augment', '?')}`, {flags.get('epochs', '?')} epochs"
+        + (f" x {flags['steps_per_epoch']} steps" if flags.get("steps_per_epoch") else "")
+        + ". "
+    )
+
+
+def _run_section(title: str, metrics: dict, flags: dict[str, str] | None = None) -> list[str]:
     run = metrics.get("run", {})
     lines = [
         f"### {title}",
         "",
-        f"Train {' + '.join(run.get('train_sources', []))} [{run.get('train_split', '')}] -> "
+        _recipe_line(flags or {})
+        + f"Train {' + '.join(run.get('train_sources', []))} [{run.get('train_split', '')}] -> "
         f"test {' + '.join(run.get('test_sources', []))} [{run.get('test_split', '')}]; "
         f"ECE {_number(metrics['overall'].get('expected_calibration_error'))} "
         f"(temperature {metrics.get('temperature', 1.0):.2f}); {_selective_line(metrics)}.",
@@ -134,14 +160,20 @@ def model_card_markdown(
         "*remounted*: the test scans turned by a random angle and maybe mirrored; "
         "*hemisection*: coronal and horizontal test scans cut at the midline, one half kept.",
         "",
-        *_run_section("Held-out folds (holdout run of the same recipe)", holdout),
+        *_run_section(
+            "Held-out folds (holdout run of the same recipe)",
+            holdout,
+            _run_flags(evidence.holdout),
+        ),
     ]
     for path in evidence.cross:
         metrics = _load_json(path)
-        lines.extend(_run_section(f"Cross-dataset: {metrics['run']['name']}", metrics))
+        title = f"Cross-dataset: {metrics['run']['name']}"
+        lines.extend(_run_section(title, metrics, _run_flags(path)))
     for path in evidence.extra:
         metrics = _load_json(path)
-        lines.extend(_run_section(f"For comparison: {metrics['run']['name']}", metrics))
+        title = f"For comparison: {metrics['run']['name']}"
+        lines.extend(_run_section(title, metrics, _run_flags(path)))
     lines += [
         "## Recipe (the release run's effective flags)",
         "",
@@ -161,7 +193,12 @@ def model_card_markdown(
 
 
 def make_release(
-    name: str, run_dir: str, flags_path: str, evidence: Evidence, released_dir: str | None = None
+    name: str,
+    run_dir: str,
+    flags_path: str,
+    evidence: Evidence,
+    released_dir: str | None = None,
+    card_only: bool = False,
 ) -> str:
     """Saves `run_dir`'s model (weights only) into released/<name>/ with its inference card and
     MODEL_CARD.md; returns the folder."""
@@ -179,6 +216,8 @@ def make_release(
         card, temperature=holdout["temperature"], uncertain_below=holdout["uncertain_below"]
     )
     target = os.path.join(released_dir or released_models.RELEASED_DIR, name)
+    if card_only:
+        return _rewrite_card(name, target, flags_path, metrics_path, evidence)
     staging = target + ".tmp"
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
@@ -201,4 +240,30 @@ def make_release(
         file.write(markdown)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
+    return target
+
+
+def _rewrite_card(
+    name: str, target: str, flags_path: str, metrics_path: str, evidence: Evidence
+) -> str:
+    """MODEL_CARD.md of a shipped model written anew from (newer) evidence; weights untouched."""
+    shipped = os.path.join(target, released_models.MODEL_FILE)
+    if not os.path.exists(shipped):
+        raise ReleaseError(f"{shipped} not found: release the model first (without --card_only)")
+    card = model_lib.ModelCard.load(model_lib.card_path(shipped))
+    model_lib.verify_weights(shipped, card)
+    with open(flags_path, encoding="utf-8") as file:
+        flags_text = file.read()
+    markdown = model_card_markdown(
+        name,
+        card,
+        flags_text,
+        _load_json(metrics_path).get("train_examples", 0),
+        evidence,
+        os.path.getsize(shipped),
+    )
+    path = os.path.join(target, "MODEL_CARD.md")
+    with open(path + ".tmp", "w", encoding="utf-8") as file:
+        file.write(markdown)
+    os.replace(path + ".tmp", path)
     return target

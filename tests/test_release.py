@@ -91,6 +91,29 @@ def test_release_ships_verified_files_and_a_card_of_the_runs_numbers(release_run
     assert not os.path.exists(target + ".tmp")
 
 
+def test_card_only_adds_later_evidence_and_leaves_the_weights(release_run, tmp_path):
+    run_dir, _ = release_run
+    flags_path = str(run_dir.parent / "flags.txt")
+    released = str(tmp_path / "released")
+    holdout_only = release.Evidence(holdout=str(tmp_path / "holdout.json"))
+    with pytest.raises(release.ReleaseError, match="release the model first"):
+        release.make_release(
+            "p", str(run_dir), flags_path, holdout_only, released_dir=released, card_only=True
+        )
+    target = release.make_release("p", str(run_dir), flags_path, holdout_only, released)
+    shipped = os.path.join(target, "model.keras")
+    before = (model_lib.file_digest(shipped, 64), os.path.getmtime(shipped))
+    with open(os.path.join(target, "MODEL_CARD.md"), encoding="utf-8") as file:
+        assert "brainmaps_to_allen_ccfv3" not in file.read()
+
+    later = dataclasses.replace(holdout_only, cross=(str(tmp_path / "cross.json"),))
+    release.make_release("p", str(run_dir), flags_path, later, released, card_only=True)
+
+    assert (model_lib.file_digest(shipped, 64), os.path.getmtime(shipped)) == before
+    with open(os.path.join(target, "MODEL_CARD.md"), encoding="utf-8") as file:
+        assert "Cross-dataset: brainmaps_to_allen_ccfv3" in file.read()
+
+
 def test_release_refuses_a_damaged_model_and_missing_runs(release_run, tmp_path):
     run_dir, _ = release_run
     evidence = release.Evidence(holdout=str(tmp_path / "holdout.json"))

@@ -1,13 +1,14 @@
 r"""Ships a trained release run as a named model inside the package, with its model card.
 
-Example (after the runs in configs/release.flags' header):
-  bin/release_model --name=plane-v1 --run_dir=runs/release/release \
-      --holdout=runs/release_holdout/holdout/metrics.json \
-      --cross=runs/release_cross_ccf/x/metrics.json,runs/release_cross_bm/y/metrics.json
+Example (after the runs named in configs/plane_v1.flags' header):
+  bin/release_model --name=plane-v1 --run_dir=runs/plane_v1_release/release \
+      --holdout=runs/plane_v1/holdout/metrics.json \
+      --cross=runs/plane_v1_cross_to_brainmaps/x/metrics.json,...
 
-Copies model.keras and model.json into pipelines/released/<name>/ (verifying the
-weights' sha256 and the 20 MB limit) and writes MODEL_CARD.md from the runs' own
-metrics files.
+Saves the run's weights (verified against its card's sha256; no optimizer state;
+at most 20 MB) and its inference card into pipelines/released/<name>/, with the
+holdout run's calibration, and writes MODEL_CARD.md from the runs' own metrics
+files.
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ from __future__ import annotations
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 from absl import app, flags
 
-from brainview.cli import flag_errors
+from brainview.cli import startup
 
 FLAGS = flags.FLAGS
 
@@ -33,6 +32,12 @@ flags.DEFINE_list("cross", [], "metrics.json files of the recipe's cross-dataset
 flags.DEFINE_list("extra", [], "metrics.json files of other runs to list for comparison.")
 flags.DEFINE_string(
     "released_dir", None, "Where shipped models live (default: the package's released/ folder)."
+)
+flags.DEFINE_bool(
+    "card_only",
+    False,
+    "Rewrite MODEL_CARD.md of the shipped model from the runs given (e.g. cross-dataset runs "
+    "that finished after the release); the weights and model.json stay as they are.",
 )
 flags.mark_flags_as_required(["name", "run_dir", "holdout"])
 
@@ -48,7 +53,12 @@ def main(argv: list[str]) -> int:
     )
     try:
         target = release.make_release(
-            FLAGS.name, FLAGS.run_dir, flags_file, evidence, FLAGS.released_dir
+            FLAGS.name,
+            FLAGS.run_dir,
+            flags_file,
+            evidence,
+            FLAGS.released_dir,
+            card_only=FLAGS.card_only,
         )
     except (release.ReleaseError, model.ModelFileError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -58,7 +68,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    app.run(main, flags_parser=flag_errors.parse_flags)
+    startup.run(main, sys.modules[__name__], imports_tensorflow=True)
 
 
 if __name__ == "__main__":
