@@ -227,6 +227,31 @@ def classify_beam(result: dict) -> list[str]:
     return [title, "", *_table(["engine", "img/s", "x classify_dir"], rows)]
 
 
+def released_model(result: dict) -> list[str]:
+    s = result["settings"]
+    rates = result["images_per_second"]
+    shipped = s["shipped_model"]
+    reference = rates["old_default_b0_128"]["per_second"]
+    labels = {
+        "old_default_b0_128": "old default recipe (configs/robust.flags: B0, 128 px)",
+        shipped: f"**{shipped}** (shipped: Lite0, 224 px)",
+    }
+    rows = [
+        [
+            label,
+            _number(rates[name]["per_second"], 1),
+            _number(rates[name]["per_second"] / reference if reference else None),
+        ]
+        for name, label in labels.items()
+    ]
+    title = (
+        f"### The shipped model's cost: {s['images']} scans {s['scan_side']}² (PNG + JPEG), "
+        f"classify_dir with CAMs and mirror TTA, batch {s['batch_size']}, whole calls, "
+        f"median of {s['repeats']}"
+    )
+    return [title, "", *_table(["model", "img/s", "x old default"], rows)]
+
+
 def _before_after(before, after) -> str:
     if before is None:
         return _number(after, 1)
@@ -317,6 +342,7 @@ SECTIONS = {
     "input_path": input_path,
     "image_size": image_size,
     "classify_beam": classify_beam,
+    "released_model": released_model,
 }
 
 

@@ -38,6 +38,7 @@ BENCHMARKS = (
     "input_path",
     "image_size",
     "classify_beam",
+    "released_model",
 )
 RESULTS_DIR = os.path.join(common.REPO_ROOT, "bench", "results")
 SKIP_NOTES = {

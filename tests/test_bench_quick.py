@@ -21,6 +21,7 @@ BENCHMARKS = (
     "input_path",
     "image_size",
     "classify_beam",
+    "released_model",
 )
 SECTIONS = {
     "classify_throughput": ("settings", "images_per_second", "ratios", "targets"),
@@ -30,6 +31,7 @@ SECTIONS = {
     "input_path": ("settings", "images_per_second", "classify", "pyramids", "ratios", "targets"),
     "image_size": ("settings", "by_size", "targets"),
     "classify_beam": ("settings", "images_per_second", "ratios", "targets"),
+    "released_model": ("settings", "images_per_second", "ratios", "targets"),
 }
 
 
@@ -74,6 +76,7 @@ def test_quick_benchmarks_write_every_section(tmp_path):
         "Builder",
         "Apache Beam on one machine",
         "Input path",
+        "The shipped model's cost",
     )
     for heading in headings:
         assert heading in table

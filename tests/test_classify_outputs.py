@@ -143,6 +143,14 @@ def test_csv_names_that_would_share_a_manifest_are_refused(tmp_path):
     assert not os.path.exists(second)
 
 
+def test_missing_output_folders_are_made(tmp_path):
+    """`classify_dir scans runs/mine/out.csv` works before runs/mine/ exists."""
+    csv_path = str(tmp_path / "runs" / "mine" / "out.csv")
+    cams_path = str(tmp_path / "cams" / "deep" / "cams.h5")
+    write_outputs(csv_path, cams_path, [b"a.png", b"b.png"])
+    assert os.path.exists(csv_path) and os.path.exists(cams_path)
+
+
 # --- Resume and rerun semantics --------------------------------------------------------------------
 
 

@@ -468,6 +468,12 @@ class OutputWriter:
         if action == "complete":
             self._complete(state)
             return
+        for path in (csv_path, cams_path):
+            if path:  # out/run1/predictions.csv: out/run1/ is made, as a user expects
+                try:
+                    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                except OSError as error:
+                    raise OutputError(f"cannot create the folder of {path}: {error}") from None
         self.lock = OutputLock(csv_path, cams_path)
         try:
             action, state = self._decide(resume, overwrite)
