@@ -375,11 +375,11 @@ def train_run(
     if uncertain_below is None:
         uncertain_below = DEFAULT_UNCERTAIN_BELOW
 
+    parts: dict[str, evaluation.Predictions] = {}
     if run.test_sources:
         test, result, parts = _evaluate(model, run, settings, temperature, uncertain_below)
         if validation is not None:
             parts["validation"] = validation
-        evaluation.save_predictions(parts, os.path.join(run_dir, "predictions.npz"))
     else:  # a release run: everything trains; its recipe was tested by fold experiments
         test, result = None, {"uncertain_below": uncertain_below, "temperature": temperature}
     result["run"] = dataclasses.asdict(run)
@@ -406,6 +406,8 @@ def train_run(
     if not chief:
         return result  # the chief writes the run's files
     model_lib.save_model(model, card, os.path.join(run_dir, "model.keras"))
+    if parts:
+        evaluation.save_predictions(parts, os.path.join(run_dir, "predictions.npz"))
     if test is not None:
         evaluation.write_misclassified(
             test, temperature, os.path.join(run_dir, "misclassified.csv")

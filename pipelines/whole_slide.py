@@ -32,8 +32,10 @@ the caller reads the file with image_files.read_image, errors included.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+from collections.abc import Iterator
 
 import numpy as np
 import tifffile
@@ -58,6 +60,37 @@ def read_pyramid(
     if target_side < 1 or max_side < 1:
         raise ValueError(f"need sides >= 1, got target_side={target_side}, max_side={max_side}")
     name = os.fsencode(path).decode("utf-8", "backslashreplace")
+    with _pyramid_levels(path) as opened:
+        if opened is None:
+            return None
+        tiff, levels = opened
+        return _read_level(tiff, levels, target_side, max_side, name)
+
+
+def is_pyramid(path: image_files.StrOrBytesPath) -> bool:
+    """Whether `read_pyramid` reads `path` level by level (its memory is then a tile and a
+    canvas of about the working size, whatever the full resolution)."""
+    with _pyramid_levels(path) as opened:
+        return opened is not None
+
+
+@contextlib.contextmanager
+def _pyramid_levels(path: image_files.StrOrBytesPath) -> Iterator[tuple | None]:
+    """(open TiffFile, its first series' levels) for a TIFF with reduced levels, else None."""
+    tiff = _open_tiff(path)
+    if tiff is None:
+        yield None
+        return
+    with tiff:
+        try:
+            levels = tiff.series[0].levels if tiff.series else []
+        except Exception:
+            levels = []
+        yield (tiff, levels) if len(levels) >= 2 else None
+
+
+def _open_tiff(path: image_files.StrOrBytesPath) -> tifffile.TiffFile | None:
+    """`path` opened by tifffile, or None (not a regular file, not a TIFF it parses)."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return None  # opening a FIFO would block: read_image refuses it
@@ -69,18 +102,10 @@ def read_pyramid(
             stream.close()
             return None
         stream.seek(0)
-        tiff = tifffile.TiffFile(stream)
+        return tifffile.TiffFile(stream)
     except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError, TypeError):
         stream.close()
         return None  # not a TIFF tifffile reads: Pillow's path reports it
-    with tiff:
-        try:
-            levels = tiff.series[0].levels if tiff.series else []
-        except Exception:
-            return None
-        if len(levels) < 2:
-            return None
-        return _read_level(tiff, levels, target_side, max_side, name)
 
 
 def _read_level(tiff: tifffile.TiffFile, levels, target_side: int, max_side: int, name: str):

@@ -14,9 +14,10 @@ import struct
 import zlib
 
 import numpy as np
+import tifffile
 from PIL import Image
 
-from brainview import image_files
+from brainview import image_files, whole_slide
 from brainview.classify import decode_journal, scan_files
 
 MAX_SIDE = 2048
@@ -120,3 +121,43 @@ def test_a_new_run_starts_a_new_journal(tmp_path):
     assert not fresh.blamed and not fresh.suspects
     assert not _load(fresh, scan_dir, b"big.png").error.startswith("skipped")  # read again
     fresh.close()
+
+
+def _pyramid_16k(path) -> None:
+    """A 16,384 px RGB slide with levels (sub-IFDs), written tile by tile from one tile."""
+    tile = np.full((512, 512, 3), 200, np.uint8)
+    sides = [16384, 4096, 1024]
+    with tifffile.TiffWriter(path, bigtiff=True) as writer:
+        for index, side in enumerate(sides):
+            level = {"subifds": len(sides) - 1} if index == 0 else {"subfiletype": 1}
+            count = (side // 512) ** 2
+            writer.write(
+                (tile for _ in range(count)),
+                shape=(side, side, 3),
+                dtype=np.uint8,
+                tile=(512, 512),
+                compression="zlib",
+                **level,
+            )
+
+
+def test_a_whole_slide_pyramid_in_flight_is_a_suspect_not_blamed(tmp_path):
+    """Pillow would decode its full resolution (over the blame threshold), but it is read
+    level by level: a kill while reading it says nothing about its memory."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    _pyramid_16k(str(scans / "slide.tif"))
+    scan_dir = os.fsencode(scans)
+    slide = os.path.join(scan_dir, b"slide.tif")
+    assert image_files.estimated_decode_bytes(slide) >= decode_journal.SUSPECT_DECODE_BYTES
+    assert whole_slide.is_pyramid(slide)
+    path = str(tmp_path / "out.csv.decoding")
+    decode_journal.DecodeJournal(path, scan_dir, MAX_SIDE, resume=False).close()
+    _died_while_decoding(path, b"slide.tif")
+
+    journal = decode_journal.DecodeJournal(path, scan_dir, MAX_SIDE, resume=True)
+
+    assert b"slide.tif" in journal.suspects and not journal.blamed
+    scan = journal.load(scan_dir, scan_files.ScanEntry(b"slide.tif"), MAX_SIDE, 512)
+    assert scan.error == "" and (scan.width, scan.height) == (16384, 16384)
+    journal.close()

@@ -236,3 +236,17 @@ def test_chunks_keep_every_byte_of_a_name():
         b"",
     ]
     assert [s for chunk in chunks for s in chunk[2]] == [-1, -1, 12]
+
+
+def test_decodes_larger_than_the_fast_paths_bound_are_all_journaled(tmp_path):
+    """Past MAX_NATIVE_DECODE_SIDE the fast path's decodes could be large and unjournaled:
+    every file then goes to the Python reader (classify_dir's journaled one)."""
+    directory = str(tmp_path / "scans")
+    expected_decoders = _write_formats(directory)
+    assert "tensorflow" in expected_decoders.values()
+    dataset = scan_input.decoded_scans(
+        os.fsencode(directory),
+        max_decode_side=scan_input.MAX_NATIVE_DECODE_SIDE + 1,
+        target_side=512,
+    )
+    assert {scan["decoder"] for scan in dataset.as_numpy_iterator()} == {b"python"}

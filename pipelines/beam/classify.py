@@ -31,7 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.options.pipeline_options import StandardOptions
 
-from brainview import __version__, gradcam, image_files
+from brainview import __version__, image_files, released_models
 from brainview import model as model_lib
 from brainview.beam import inference, options, sinks, sources
 from brainview.classify import classify_dir, outputs
@@ -72,8 +72,23 @@ class Plan:
     outputs: sinks.OutputPlan
 
 
+def with_model_path(config: BeamClassifyConfig) -> BeamClassifyConfig:
+    """`config` with a shipped model's name (`plane-v1`) replaced by its model.keras path."""
+    try:
+        path = released_models.resolve(config.model_path)
+    except released_models.UnknownModelError as error:
+        raise BeamClassifyError(str(error)) from None
+    return dataclasses.replace(config, model_path=path)
+
+
 def plan(config: BeamClassifyConfig) -> Plan:
-    """Checks everything a run needs before any work; BeamClassifyError if something is off."""
+    """Checks everything a run needs before any work; BeamClassifyError if something is off.
+
+    `config.model_path` is a model.keras path or a shipped model's name, as for classify_dir;
+    the outputs name a shipped model by its name.
+    """
+    model_name = config.model_path if released_models.is_name(config.model_path) else ""
+    config = with_model_path(config)
     try:
         scan_input = sources.ScanInput.parse(config.scans, config.include_hidden)
     except sources.InputError as error:
@@ -89,7 +104,7 @@ def plan(config: BeamClassifyConfig) -> Plan:
                 "classify it; write outputs elsewhere"
             )
     _check_outputs(config, targets)
-    card, cam_shape, model_digest = _check_model(config.model_path)
+    card, cam_shape, cam_layer, model_digest = _check_model(config.model_path)
     tta = card.tta if config.tta is None else config.tta
     signature = {
         "scan_dir": scan_input.description,
@@ -103,7 +118,7 @@ def plan(config: BeamClassifyConfig) -> Plan:
         "max_decode_side": config.max_decode_side,
     }
     runner = beam_options.view_as(StandardOptions).runner
-    model_path = (
+    model_path = model_name or (
         os.path.abspath(config.model_path)
         if sinks.is_local(config.model_path)
         else (config.model_path)
@@ -116,7 +131,7 @@ def plan(config: BeamClassifyConfig) -> Plan:
         "temperature": card.temperature,
         "preprocessing": card.preprocessing,
         "test_time_augmentation": "mean over 4 mirror images" if tta else "none",
-        "cam_layer": gradcam.CAM_LAYER_NAME,
+        "cam_layer": cam_layer,
         "cam_method": "Grad-CAM of the predicted view's pre-softmax score, per image, float32",
         "scan_dir": scan_input.description,
         "num_shards": 1,
@@ -186,8 +201,9 @@ def _check_outputs(config: BeamClassifyConfig, targets: list[str]) -> None:
             raise BeamClassifyError(f"output folder not found: {directory}")
 
 
-def _check_model(model_path: str) -> tuple[model_lib.ModelCard, tuple[int, int], str]:
-    """(card, CAM shape, sha256) of a model that loads; the workers load the same file."""
+def _check_model(model_path: str) -> tuple[model_lib.ModelCard, tuple[int, int], str, str]:
+    """(card, CAM shape, CAM layer, sha256) of a model that loads; the workers load the
+    same file."""
     for path in (model_path, model_lib.card_path(model_path)):
         if not FileSystems.exists(path):
             raise BeamClassifyError(
@@ -200,7 +216,7 @@ def _check_model(model_path: str) -> tuple[model_lib.ModelCard, tuple[int, int],
         raise BeamClassifyError(f"cannot load model {model_path}: {error}") from None
     _, head = model_lib.backbone_and_head(model)
     cam_shape = tuple(int(d) for d in head.input.shape[1:3])
-    return card, cam_shape, model_lib.file_digest(local)
+    return card, cam_shape, model_lib.cam_layer_name(model), model_lib.file_digest(local)
 
 
 def build(pipeline: beam.Pipeline, config: BeamClassifyConfig, checked: Plan) -> None:
@@ -238,6 +254,7 @@ def build(pipeline: beam.Pipeline, config: BeamClassifyConfig, checked: Plan) ->
 def classify(config: BeamClassifyConfig) -> classify_dir.Summary:
     """Plans, runs the pipeline to completion and summarizes the outputs."""
     checked = plan(config)
+    config = with_model_path(config)
     FileSystems.mkdirs(checked.outputs.shards_dir)
     started = time.perf_counter()
     with beam.Pipeline(options=checked.beam_options) as pipeline:

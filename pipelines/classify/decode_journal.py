@@ -30,7 +30,7 @@ import contextlib
 import os
 import threading
 
-from brainview import image_files
+from brainview import image_files, whole_slide
 from brainview.classify import scan_files
 
 # Decodes at least this large are blamed for the death of the run they were in.
@@ -62,7 +62,11 @@ class DecodeJournal:
                     "skipped: runs were killed twice while decoding this file (out of memory?)"
                 )
                 continue
-            needed = image_files.estimated_decode_bytes(os.path.join(scan_dir, path), max_side)
+            full_path = os.path.join(scan_dir, path)
+            # A pyramid is read level by level, in memory about the working size: what
+            # Pillow would need for its full resolution says nothing about it.
+            pyramid = whole_slide.is_pyramid(full_path)
+            needed = 0 if pyramid else image_files.estimated_decode_bytes(full_path, max_side)
             if needed >= SUSPECT_DECODE_BYTES:
                 self.blamed[path] = (
                     "skipped: the run was killed while decoding this file, which needs about "

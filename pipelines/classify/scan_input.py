@@ -56,6 +56,10 @@ PARALLEL_FILES = max(8, 2 * (_CORES or 1))
 # Larger files skip the fast path: it reads a whole file into memory before
 # looking at it, while the Python reader bounds the memory of huge images.
 MAX_NATIVE_FILE_BYTES = 256 * 2**20
+# The fast path decodes outside the Python reader's memory budget and decode journal;
+# what bounds its memory is max_decode_side (RGB, side^2 x 3 bytes: 50 MB at 4096). With a
+# larger --max_decode_side every file takes the Python reader, journaled and budgeted.
+MAX_NATIVE_DECODE_SIDE = 4096
 # Name suffixes (lower case) of files the fast path never takes; skipping them
 # only avoids reading them twice (the header decides, not the name).
 _PYTHON_ONLY_SUFFIXES = (b".tif", b".tiff", b".btf", b".svs")
@@ -152,6 +156,8 @@ def decoded_scans(
     entries = entries.prefetch(1).unbatch()
     python_read = _python_reader(scan_dir, max_decode_side, target_side, load_scan)
     native_read = _native_reader(scan_dir, max_decode_side, target_side)
+
+    native_decoders = native_decoders and max_decode_side <= MAX_NATIVE_DECODE_SIDE
 
     def one_file(relative_path: tf.Tensor, listing_error: tf.Tensor, size: tf.Tensor):
         entry = tf.data.Dataset.from_tensors((relative_path, listing_error, size))

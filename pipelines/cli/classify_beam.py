@@ -97,15 +97,10 @@ def main(argv: list[str]) -> int:
     except ModuleNotFoundError as error:
         print(f"error: {error}: install Apache Beam with pip install .[beam]", file=sys.stderr)
         return 2
-    try:
-        model_path = released_models.resolve(FLAGS.model)
-    except released_models.UnknownModelError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     config = classify.BeamClassifyConfig(
         scans=argv[1],
         output_csv=argv[2],
-        model_path=model_path,
+        model_path=FLAGS.model,
         cams_path=FLAGS.cams,
         tta=FLAGS.tta,
         batch_size=FLAGS.batch_size,
