@@ -236,11 +236,15 @@ def released_model(result: dict) -> list[str]:
         "old_default_b0_128": "old default recipe (configs/robust.flags: B0, 128 px)",
         shipped: f"**{shipped}** (shipped: Lite0, 224 px)",
     }
+    cpu_ms = result.get("cpu_ms_per_image", {})
+    cpu_reference = cpu_ms.get("old_default_b0_128")
     rows = [
         [
             label,
             _number(rates[name]["per_second"], 1),
             _number(rates[name]["per_second"] / reference if reference else None),
+            _number(cpu_ms.get(name), 1),
+            _number(cpu_ms[name] / cpu_reference if cpu_reference else None),
         ]
         for name, label in labels.items()
     ]
@@ -249,7 +253,8 @@ def released_model(result: dict) -> list[str]:
         f"classify_dir with CAMs and mirror TTA, batch {s['batch_size']}, whole calls, "
         f"median of {s['repeats']}"
     )
-    return [title, "", *_table(["model", "img/s", "x old default"], rows)]
+    header = ["model", "img/s", "x old default", "CPU ms per image", "x old default"]
+    return [title, "", *_table(header, rows)]
 
 
 def _before_after(before, after) -> str:
