@@ -57,6 +57,8 @@ setup(
         "tqdm",
         "pynrrd>=1.0",
         "scikit-learn>=1.3",
+        # Outline renderings: distance transforms and smoothing of label volumes.
+        "scipy>=1.10",
         "matplotlib>=3.7",
         # TensorFlow 2.21 no longer pulls it in; Keras' TensorBoard callback needs it.
         "tensorboard",
