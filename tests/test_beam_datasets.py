@@ -12,9 +12,11 @@ order, every feature.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import pickle
+import pkgutil
 import subprocess
 import sys
 
@@ -22,8 +24,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+import brainview_tfds
 from brainview_tfds import build, testing
-from brainview_tfds.core import volume_builder, volumes
+from brainview_tfds.brain_phantom.brain_phantom_dataset_builder import PhantomConfig
+from brainview_tfds.core import beam_generation, volume_builder, volumes
 from tests.conftest import REPO_ROOT
 
 pytest.importorskip("apache_beam", reason="the Beam path needs the beam extra")
@@ -32,6 +36,14 @@ pytest.importorskip("apache_beam", reason="the Beam path needs the beam extra")
 pytestmark = pytest.mark.integration
 
 LOCAL_RUNNER = "runner=FnApiRunner"
+# Half of brain_phantom/tiny's shape: every fold still holds a specimen, in half the time.
+SMALL_PHANTOM = PhantomConfig(name="small", num_specimens=5, shape=(20, 12, 17))
+# Every dataset folder of brainview_tfds (a new builder is checked without being listed).
+BUILDERS = sorted(
+    module.name
+    for module in pkgutil.iter_modules(brainview_tfds.__path__)
+    if module.ispkg and module.name != "core"
+)
 
 
 def beam_options():
@@ -57,8 +69,13 @@ def assert_same_examples(local: tfds.core.DatasetBuilder, other: tfds.core.Datas
     ("name", "config", "manual"),
     [
         ("brain_phantom", "tiny", None),
+        pytest.param(
+            "brain_phantom_outlines", SMALL_PHANTOM, None, id="brain_phantom_outlines-small"
+        ),
         ("brainmaps", None, "brainmaps"),
         ("allen_ccfv3", "200um", "allen_ccfv3"),
+        ("allen_ccfv3_outlines", "200um", "allen_ccfv3_outlines"),
+        ("allen_nissl", "100um", "allen_nissl"),
     ],
 )
 def test_beam_build_equals_the_local_build_example_by_example(
@@ -73,6 +90,16 @@ def test_beam_build_equals_the_local_build_example_by_example(
         )
         assert "using BeamWriter" in caplog.text  # TFDS's log line: the splits went through Beam
     assert_same_examples(local, with_beam)
+
+
+def test_every_builder_can_generate_with_beam():
+    """A builder without the mixin, or one whose `_generate_examples` is a generator,
+    would build locally and silently ignore the Beam options it was given."""
+    assert len(BUILDERS) >= 6, BUILDERS
+    for name in BUILDERS:
+        builder_cls = tfds.builder_cls(name)
+        assert issubclass(builder_cls, beam_generation.BeamGenerationMixin), name
+        assert not inspect.isgeneratorfunction(builder_cls._generate_examples), name
 
 
 def test_volume_work_items_reread_the_volume_on_workers():
