@@ -39,9 +39,22 @@ OWN_FLAGS = {
         "score_by_name": "accuracy and a confusion table",
         "resume": "Continue an interrupted run",
     },
+    "classify_beam": {
+        "model": "A model shipped with brainview",
+        "cams": "Write Grad-CAMs to this HDF5 file.",
+        "runner": "Beam runner",
+        "beam_pipeline_options": "Other Beam pipeline options",
+        "output_shards": "Shards written in parallel",
+    },
     "build_datasets": {"datasets": "Datasets to build", "data_dir": "TFDS data directory"},
     "merge_shards": {"cams": "merge the shards' CAM files"},
     "render_cams": {"csv": "The run's CSV", "review": "review page", "count": ""},
+    "release_model": {
+        "name": "Name of the shipped model",
+        "run_dir": "The release run's directory",
+        "holdout": "metrics.json of the holdout run",
+        "card_only": "Rewrite MODEL_CARD.md",
+    },
 }
 COMMANDS = sorted(OWN_FLAGS)
 ABSL_HELP_EXIT_CODE = 1  # absl's --help prints to stdout and exits 1 (app.HelpFlag)
