@@ -7,6 +7,7 @@ and --score_by_name is slow.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -166,6 +167,26 @@ def test_installed_console_commands_show_the_same_help():
     result = run([console, "--help"])
     assert result.returncode == ABSL_HELP_EXIT_CODE, result.stderr
     assert "--epochs:" in result.stdout and "Trains and evaluates" in result.stdout
+
+
+def test_every_bin_command_is_an_installed_console_command():
+    """bin/NAME says it is the installed `brainview-NAME` command: setup.py must declare
+    it, running the same module."""
+    try:
+        installed = importlib.metadata.distribution("brainview").entry_points
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("brainview is not installed in this Python (console scripts absent)")
+    console = {entry.name: entry.value for entry in installed if entry.group == "console_scripts"}
+    bin_commands = sorted(
+        name for name in os.listdir(os.path.join(REPO_ROOT, "bin")) if not name.startswith("_")
+    )
+    assert set(COMMANDS) <= set(bin_commands)
+    for name in bin_commands:
+        script = "brainview-" + name.replace("_", "-")
+        assert console.get(script) == f"brainview.cli.{name}:run", script
+        with open(bin_tool(name), encoding="utf-8") as wrapper:
+            source = wrapper.read()
+        assert f"`{script}` command" in source and f'launch("brainview.cli.{name}")' in source
 
 
 @pytest.mark.parametrize("command", COMMANDS)
