@@ -31,7 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.options.pipeline_options import StandardOptions
 
-from brainview import __version__, gradcam, image_files
+from brainview import __version__, image_files
 from brainview import model as model_lib
 from brainview.beam import inference, options, sinks, sources
 from brainview.classify import classify_dir, outputs
@@ -89,7 +89,7 @@ def plan(config: BeamClassifyConfig) -> Plan:
                 "classify it; write outputs elsewhere"
             )
     _check_outputs(config, targets)
-    card, cam_shape, model_digest = _check_model(config.model_path)
+    card, cam_shape, cam_layer, model_digest = _check_model(config.model_path)
     tta = card.tta if config.tta is None else config.tta
     signature = {
         "scan_dir": scan_input.description,
@@ -116,7 +116,7 @@ def plan(config: BeamClassifyConfig) -> Plan:
         "temperature": card.temperature,
         "preprocessing": card.preprocessing,
         "test_time_augmentation": "mean over 4 mirror images" if tta else "none",
-        "cam_layer": gradcam.CAM_LAYER_NAME,
+        "cam_layer": cam_layer,
         "cam_method": "Grad-CAM of the predicted view's pre-softmax score, per image, float32",
         "scan_dir": scan_input.description,
         "num_shards": 1,
@@ -186,8 +186,9 @@ def _check_outputs(config: BeamClassifyConfig, targets: list[str]) -> None:
             raise BeamClassifyError(f"output folder not found: {directory}")
 
 
-def _check_model(model_path: str) -> tuple[model_lib.ModelCard, tuple[int, int], str]:
-    """(card, CAM shape, sha256) of a model that loads; the workers load the same file."""
+def _check_model(model_path: str) -> tuple[model_lib.ModelCard, tuple[int, int], str, str]:
+    """(card, CAM shape, CAM layer, sha256) of a model that loads; the workers load the same
+    file. The CAM layer is named as classify_dir names it (B0 and Lite0 differ)."""
     for path in (model_path, model_lib.card_path(model_path)):
         if not FileSystems.exists(path):
             raise BeamClassifyError(
@@ -200,7 +201,7 @@ def _check_model(model_path: str) -> tuple[model_lib.ModelCard, tuple[int, int],
         raise BeamClassifyError(f"cannot load model {model_path}: {error}") from None
     _, head = model_lib.backbone_and_head(model)
     cam_shape = tuple(int(d) for d in head.input.shape[1:3])
-    return card, cam_shape, model_lib.file_digest(local)
+    return card, cam_shape, model_lib.cam_layer_name(model), model_lib.file_digest(local)
 
 
 def build(pipeline: beam.Pipeline, config: BeamClassifyConfig, checked: Plan) -> None:
