@@ -65,7 +65,7 @@ def write_run(
             write_scan(os.path.join(scan_dir, row.path), row)
     errors = ["unreadable" if row.status == "error" else "" for row in rows]
     segment = outputs.make_segment(
-        paths=[row.path for row in rows],
+        relative_paths=[os.fsencode(row.path) for row in rows],
         statuses=[row.status for row in rows],
         errors=errors,
         probabilities=np.stack([probabilities_for(row.view, row.confidence) for row in rows]),
