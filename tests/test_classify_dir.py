@@ -44,6 +44,8 @@ from brainview import model as model_lib
 from brainview.classify import (
     classify_dir,
     decode_journal,
+    output_readers,
+    output_writer,
     outputs,
     overlays,
     scan_files,
@@ -237,7 +239,7 @@ def _resume_point(root, rows: int, num_shards: int = 1, shard_index: int = 0):
     digest, last = "", None
     for _, entry in zip(range(rows), walked, strict=False):
         digest, last = outputs.path_digest(digest, entry.relative_path), entry.relative_path
-    return outputs.ResumePoint(rows, last, digest)
+    return output_writer.ResumePoint(rows, last, digest)
 
 
 def test_resume_continues_after_the_last_path_and_explains_a_changed_directory(tmp_path):
@@ -1124,7 +1126,7 @@ def test_empty_scan_directory_gives_empty_but_valid_outputs(classifier_model, tm
 def test_output_files_with_zero_rows_are_valid_hdf5(tmp_path):
     """The writer's side of the case above, in-process (fast): h5py refuses chunks
     larger than an empty dataset unless its row axis can grow."""
-    writer = outputs.OutputWriter(
+    writer = output_writer.OutputWriter(
         str(tmp_path / "out.csv"),
         str(tmp_path / "cams.h5"),
         {"k": 1},
@@ -1135,7 +1137,7 @@ def test_output_files_with_zero_rows_are_valid_hdf5(tmp_path):
     with h5py.File(tmp_path / "cams.h5", "r") as file:
         assert {name: file[name].shape[0] for name in file} == dict.fromkeys(CAM_DATASET_NAMES, 0)
         assert file["cams"].shape == (0, 2, 2) and file["cams"].compression == "gzip"
-    assert outputs.count_rows(str(tmp_path / "out.csv"))[0] == 0
+    assert output_readers.count_rows(str(tmp_path / "out.csv"))[0] == 0
 
 
 # --- CAM overlays (slow) ------------------------------------------------------------------------
