@@ -889,6 +889,7 @@ def limit_once_classifying():
 
 threading.Thread(target=limit_once_classifying, daemon=True).start()
 sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(sys.argv[0]))  # as `python SCRIPT` does: bin/_launch.py
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
@@ -1084,11 +1085,11 @@ def test_unwritable_outputs_and_a_corrupt_model_are_one_line_fatal_errors(
     cases = {
         "csv below a file": (
             [golden_scans, str(blocker / "out.csv"), f"--model={classifier_model}"],
-            ("cannot write", "a_file/out.csv"),
+            ("cannot create the folder of", "a_file/out.csv"),
         ),
         "cams below a file": (
             [golden_scans, good_csv, f"--model={classifier_model}", f"--cams={blocker / 'c.h5'}"],
-            ("cannot write",),
+            ("cannot create the folder of", "a_file/c.h5"),
         ),
         "corrupt model": (
             [golden_scans, str(tmp_path / "o.csv"), f"--model={corrupt}"],
