@@ -84,6 +84,7 @@ setup(
             "brainview-classify-beam=brainview.cli.classify_beam:run",
             "brainview-merge-shards=brainview.cli.merge_shards:run",
             "brainview-render-cams=brainview.cli.render_cams:run",
+            "brainview-release-model=brainview.cli.release_model:run",
         ]
     },
 )

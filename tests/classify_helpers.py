@@ -641,10 +641,12 @@ def write_outputs(
 ) -> None:
     """A complete run's outputs, as classify_dir writes them (manifest and CAM attributes
     included), for `relative_paths` in this order."""
-    from brainview.classify import outputs
+    from brainview.classify import output_writer
 
     signature = signature or writer_signature(cams=bool(cams_path))
-    writer = outputs.OutputWriter(csv_path, cams_path, signature, resume=False, overwrite=False)
+    writer = output_writer.OutputWriter(
+        csv_path, cams_path, signature, resume=False, overwrite=False
+    )
     for start in range(0, len(relative_paths), segment_rows):
         writer.commit(writer_segment(relative_paths[start : start + segment_rows]))
     attributes = {

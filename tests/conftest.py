@@ -14,8 +14,10 @@ Test tiers, by marker (pyproject.toml registers them):
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -39,6 +41,24 @@ def require_shared(*parts: str) -> str:
     if not os.path.exists(path):
         pytest.skip(f"real data not available: {path} (see ../shared/data/README.md)")
     return path
+
+
+def require_beam(reason: str) -> types.ModuleType:
+    """apache_beam, or skip the calling module's tests with `reason` when it is missing.
+
+    With BRAINVIEW_REQUIRE_BEAM=1 (.ci/run) a missing apache_beam fails them
+    instead: CI installs the beam extra, and losing it must not turn every
+    Beam test into a skip that passes unnoticed.
+    """
+    if os.environ.get("BRAINVIEW_REQUIRE_BEAM") != "1":
+        return pytest.importorskip("apache_beam", reason=reason)
+    try:
+        return importlib.import_module("apache_beam")
+    except ImportError as error:
+        pytest.fail(
+            f"BRAINVIEW_REQUIRE_BEAM=1 but apache_beam does not import ({error}): {reason}",
+            pytrace=False,
+        )
 
 
 # --- Every test ---------------------------------------------------------------------------------

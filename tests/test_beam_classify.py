@@ -11,7 +11,8 @@ same CAM file (paths, views, statuses, frames exactly; probabilities within
 1e-5; CAMs, stored as float16, within 1e-3).
 
 Tiers: the checks made before a pipeline starts and the lazy import are unit
-tests; every run of the pipeline is `slow` (CI runs it).
+tests; every run of the pipeline is `slow` (CI runs it). Skipped without
+apache_beam, unless BRAINVIEW_REQUIRE_BEAM=1 (CI), where they fail.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from tests.classify_helpers import (
     walk_order,
     write_bad_corpus,
 )
+from tests.conftest import require_beam
 
-pytest.importorskip("apache_beam", reason="bin/classify_beam needs the beam extra")
+require_beam("bin/classify_beam needs the beam extra")
 
 CLASSIFY_BEAM = os.path.join(REPO_ROOT, "bin", "classify_beam")
 LOCAL_RUNNER = "--runner=FnApiRunner"

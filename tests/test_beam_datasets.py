@@ -7,14 +7,17 @@ pipeline options (brainview_tfds/core/beam_generation.py): from Python
 The builds run on Beam's in-process local runner (FnApiRunner: what the
 DirectRunner runs when Prism is not available, as here, without its attempt to
 download Prism) and are compared with local builds example by example, in
-order, every feature.
+order, every feature. Skipped without apache_beam, unless BRAINVIEW_REQUIRE_BEAM=1
+(CI), where they fail.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import pickle
+import pkgutil
 import subprocess
 import sys
 
@@ -22,16 +25,26 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+import brainview_tfds
 from brainview_tfds import build, testing
-from brainview_tfds.core import volume_builder, volumes
-from tests.conftest import REPO_ROOT
+from brainview_tfds.brain_phantom.brain_phantom_dataset_builder import PhantomConfig
+from brainview_tfds.core import beam_generation, volume_builder, volumes
+from tests.conftest import REPO_ROOT, require_beam
 
-pytest.importorskip("apache_beam", reason="the Beam path needs the beam extra")
+require_beam("the Beam path needs the beam extra")
 
 # Tier: TFDS builds and binaries on generated sources (see conftest.py).
 pytestmark = pytest.mark.integration
 
 LOCAL_RUNNER = "runner=FnApiRunner"
+# Half of brain_phantom/tiny's shape: every fold still holds a specimen, in half the time.
+SMALL_PHANTOM = PhantomConfig(name="small", num_specimens=5, shape=(20, 12, 17))
+# Every dataset folder of brainview_tfds (a new builder is checked without being listed).
+BUILDERS = sorted(
+    module.name
+    for module in pkgutil.iter_modules(brainview_tfds.__path__)
+    if module.ispkg and module.name != "core"
+)
 
 
 def beam_options():
@@ -57,8 +70,13 @@ def assert_same_examples(local: tfds.core.DatasetBuilder, other: tfds.core.Datas
     ("name", "config", "manual"),
     [
         ("brain_phantom", "tiny", None),
+        pytest.param(
+            "brain_phantom_outlines", SMALL_PHANTOM, None, id="brain_phantom_outlines-small"
+        ),
         ("brainmaps", None, "brainmaps"),
         ("allen_ccfv3", "200um", "allen_ccfv3"),
+        ("allen_ccfv3_outlines", "200um", "allen_ccfv3_outlines"),
+        ("allen_nissl", "100um", "allen_nissl"),
     ],
 )
 def test_beam_build_equals_the_local_build_example_by_example(
@@ -73,6 +91,16 @@ def test_beam_build_equals_the_local_build_example_by_example(
         )
         assert "using BeamWriter" in caplog.text  # TFDS's log line: the splits went through Beam
     assert_same_examples(local, with_beam)
+
+
+def test_every_builder_can_generate_with_beam():
+    """A builder without the mixin, or one whose `_generate_examples` is a generator,
+    would build locally and silently ignore the Beam options it was given."""
+    assert len(BUILDERS) >= 6, BUILDERS
+    for name in BUILDERS:
+        builder_cls = tfds.builder_cls(name)
+        assert issubclass(builder_cls, beam_generation.BeamGenerationMixin), name
+        assert not inspect.isgeneratorfunction(builder_cls._generate_examples), name
 
 
 def test_volume_work_items_reread_the_volume_on_workers():

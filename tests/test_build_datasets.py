@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 import brainview_tfds
 from brainview.labels import VIEWS
 from brainview_tfds import testing
-from tests.conftest import REPO_ROOT, require_shared
+from tests.conftest import REPO_ROOT, require_beam, require_shared
 
 # Tier: the binary and TFDS builds on generated sources (see conftest.py).
 pytestmark = pytest.mark.integration
@@ -153,7 +153,7 @@ def test_merged_view_keeps_every_origin(real_data_dir, phantom_data_dir):
 
 
 def test_tfds_build_cli_when_installed(tmp_path):
-    pytest.importorskip("apache_beam", reason="the `tfds` CLI needs the tfds-cli extra")
+    require_beam("the `tfds` CLI needs the tfds-cli extra")
     tfds_cli = os.path.join(os.path.dirname(sys.executable), "tfds")
     result = subprocess.run(
         [

@@ -44,6 +44,8 @@ from brainview import model as model_lib
 from brainview.classify import (
     classify_dir,
     decode_journal,
+    output_readers,
+    output_writer,
     outputs,
     overlays,
     scan_files,
@@ -237,7 +239,7 @@ def _resume_point(root, rows: int, num_shards: int = 1, shard_index: int = 0):
     digest, last = "", None
     for _, entry in zip(range(rows), walked, strict=False):
         digest, last = outputs.path_digest(digest, entry.relative_path), entry.relative_path
-    return outputs.ResumePoint(rows, last, digest)
+    return output_writer.ResumePoint(rows, last, digest)
 
 
 def test_resume_continues_after_the_last_path_and_explains_a_changed_directory(tmp_path):
@@ -887,6 +889,7 @@ def limit_once_classifying():
 
 threading.Thread(target=limit_once_classifying, daemon=True).start()
 sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(sys.argv[0]))  # as `python SCRIPT` does: bin/_launch.py
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
@@ -1082,11 +1085,11 @@ def test_unwritable_outputs_and_a_corrupt_model_are_one_line_fatal_errors(
     cases = {
         "csv below a file": (
             [golden_scans, str(blocker / "out.csv"), f"--model={classifier_model}"],
-            ("cannot write", "a_file/out.csv"),
+            ("cannot create the folder of", "a_file/out.csv"),
         ),
         "cams below a file": (
             [golden_scans, good_csv, f"--model={classifier_model}", f"--cams={blocker / 'c.h5'}"],
-            ("cannot write",),
+            ("cannot create the folder of", "a_file/c.h5"),
         ),
         "corrupt model": (
             [golden_scans, str(tmp_path / "o.csv"), f"--model={corrupt}"],
@@ -1124,7 +1127,7 @@ def test_empty_scan_directory_gives_empty_but_valid_outputs(classifier_model, tm
 def test_output_files_with_zero_rows_are_valid_hdf5(tmp_path):
     """The writer's side of the case above, in-process (fast): h5py refuses chunks
     larger than an empty dataset unless its row axis can grow."""
-    writer = outputs.OutputWriter(
+    writer = output_writer.OutputWriter(
         str(tmp_path / "out.csv"),
         str(tmp_path / "cams.h5"),
         {"k": 1},
@@ -1135,7 +1138,7 @@ def test_output_files_with_zero_rows_are_valid_hdf5(tmp_path):
     with h5py.File(tmp_path / "cams.h5", "r") as file:
         assert {name: file[name].shape[0] for name in file} == dict.fromkeys(CAM_DATASET_NAMES, 0)
         assert file["cams"].shape == (0, 2, 2) and file["cams"].compression == "gzip"
-    assert outputs.count_rows(str(tmp_path / "out.csv"))[0] == 0
+    assert output_readers.count_rows(str(tmp_path / "out.csv"))[0] == 0
 
 
 # --- CAM overlays (slow) ------------------------------------------------------------------------

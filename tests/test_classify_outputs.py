@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainview.classify import outputs
+from brainview.classify import output_lock, output_readers, output_writer, outputs
 from tests import writer_crash
 from tests.classify_helpers import (
     REPO_ROOT,
@@ -101,7 +101,7 @@ def test_colliding_outputs_are_refused_before_anything_is_written(tmp_path, cams
     (tmp_path / "sub").mkdir()
     csv_path = str(tmp_path / "out.csv")
     with pytest.raises(outputs.OutputError) as error:
-        outputs.OutputWriter(
+        output_writer.OutputWriter(
             csv_path, str(tmp_path / cams_name), writer_signature(), resume=False, overwrite=True
         )
     assert fragment in one_line(error)
@@ -135,7 +135,7 @@ def test_csv_names_that_would_share_a_manifest_are_refused(tmp_path):
     write_outputs(first, None, [b"a.png", b"b.png"])
     manifest = read_bytes(outputs.manifest_path(first))
     with pytest.raises(outputs.OutputError) as error:
-        outputs.OutputWriter(
+        output_writer.OutputWriter(
             second, None, writer_signature(cams=False), resume=False, overwrite=True
         )
     assert "would share its run manifest" in one_line(error)
@@ -161,7 +161,7 @@ def test_resuming_a_finished_run_with_other_settings_is_refused(tmp_path):
     csv_path, cams_path = str(tmp_path / "out.csv"), str(tmp_path / "cams.h5")
     write_outputs(csv_path, cams_path, [b"a.png", b"b.png", b"c.png"])
     before = read_bytes(csv_path)
-    same = outputs.OutputWriter(
+    same = output_writer.OutputWriter(
         csv_path, cams_path, writer_signature(), resume=True, overwrite=False
     )
     same.close()
@@ -172,14 +172,14 @@ def test_resuming_a_finished_run_with_other_settings_is_refused(tmp_path):
         {"shard_index": 1, "num_shards": 2},
     ):
         with pytest.raises(outputs.OutputError) as error:
-            outputs.OutputWriter(
+            output_writer.OutputWriter(
                 csv_path, cams_path, writer_signature(**change), resume=True, overwrite=False
             )
         message = one_line(error)
         assert "finished run made with different settings" in message
         assert all(key in message for key in change) and "--overwrite" in message
     with pytest.raises(outputs.OutputError, match=r"different settings \(cams\)"):
-        outputs.OutputWriter(
+        output_writer.OutputWriter(
             csv_path, None, writer_signature(cams=False), resume=True, overwrite=False
         )
     assert read_bytes(csv_path) == before
@@ -190,19 +190,19 @@ def test_resume_point_is_the_last_committed_path_and_a_digest_of_all(tmp_path):
     digest lets classify_dir notice a directory whose committed files changed."""
     csv_path = str(tmp_path / "out.csv")
     paths = [b"a.png", b"b\xff.png", b"c/d.png"]
-    writer = outputs.OutputWriter(
+    writer = output_writer.OutputWriter(
         csv_path, None, writer_signature(cams=False), resume=False, overwrite=False
     )
     writer.commit(writer_segment(paths))
     writer.close()
-    resumed = outputs.OutputWriter(
+    resumed = output_writer.OutputWriter(
         csv_path, None, writer_signature(cams=False), resume=True, overwrite=False
     )
     resumed.close()
     digest = ""
     for path in paths:
         digest = outputs.path_digest(digest, path)
-    assert resumed.resume_point == outputs.ResumePoint(3, b"c/d.png", digest)
+    assert resumed.resume_point == output_writer.ResumePoint(3, b"c/d.png", digest)
     assert outputs.path_digest("", b"ab") != outputs.path_digest(
         outputs.path_digest("", b"a"), b"b"
     )
@@ -229,7 +229,7 @@ def assert_complete_and_clean(out_dir: str, uninterrupted) -> None:
     for name, values in expected_cams.items():
         np.testing.assert_array_equal(data[name], values, err_msg=name)
     assert sorted(os.listdir(out_dir)) == ["cams.h5", "out.csv", "out.run.json"]
-    assert outputs.read_manifest(csv_path)["rows"] == len(writer_crash.SCENARIO_PATHS)
+    assert output_readers.read_manifest(csv_path)["rows"] == len(writer_crash.SCENARIO_PATHS)
 
 
 def _killed_run(out_dir: str, step: int) -> int:
@@ -334,8 +334,8 @@ def test_a_real_write_failure_in_hdf5_or_csv_is_resumable(tmp_path, uninterrupte
 
 _HOLD_LOCK = """
 import sys, time
-from brainview.classify import outputs
-lock = outputs.OutputLock(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
+from brainview.classify import output_lock
+lock = output_lock.OutputLock(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
 print("locked", flush=True)
 time.sleep(600)
 """
@@ -356,16 +356,16 @@ def test_a_live_runs_outputs_are_refused_and_a_dead_runs_lock_is_taken_over(tmp_
     holder = _hold_lock(csv_path, cams_path)
     try:
         with pytest.raises(outputs.OutputError) as error:
-            outputs.OutputWriter(
+            output_writer.OutputWriter(
                 csv_path, cams_path, writer_signature(), resume=True, overwrite=True
             )
         message = one_line(error)
         assert f"pid {holder.pid}" in message and "being written by another" in message
         with pytest.raises(outputs.OutputError, match=r"--cams=.*cams\.h5 is being written"):
-            outputs.OutputLock(str(tmp_path / "other.csv"), cams_path)
+            output_lock.OutputLock(str(tmp_path / "other.csv"), cams_path)
         # out.csv.1 would share out.csv.run.json with out.csv.0: the same lock.
         with pytest.raises(outputs.OutputError, match="would share its run manifest"):
-            outputs.OutputLock(str(tmp_path / "out.csv.1"))
+            output_lock.OutputLock(str(tmp_path / "out.csv.1"))
         assert not os.path.exists(csv_path)
     finally:
         holder.kill()  # by pid, as the OOM killer or a time limit would

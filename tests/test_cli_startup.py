@@ -7,6 +7,7 @@ and --score_by_name is slow.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -39,9 +40,22 @@ OWN_FLAGS = {
         "score_by_name": "accuracy and a confusion table",
         "resume": "Continue an interrupted run",
     },
+    "classify_beam": {
+        "model": "A model shipped with brainview",
+        "cams": "Write Grad-CAMs to this HDF5 file.",
+        "runner": "Beam runner",
+        "beam_pipeline_options": "Other Beam pipeline options",
+        "output_shards": "Shards written in parallel",
+    },
     "build_datasets": {"datasets": "Datasets to build", "data_dir": "TFDS data directory"},
     "merge_shards": {"cams": "merge the shards' CAM files"},
     "render_cams": {"csv": "The run's CSV", "review": "review page", "count": ""},
+    "release_model": {
+        "name": "Name of the shipped model",
+        "run_dir": "The release run's directory",
+        "holdout": "metrics.json of the holdout run",
+        "card_only": "Rewrite MODEL_CARD.md",
+    },
 }
 COMMANDS = sorted(OWN_FLAGS)
 ABSL_HELP_EXIT_CODE = 1  # absl's --help prints to stdout and exits 1 (app.HelpFlag)
@@ -153,6 +167,26 @@ def test_installed_console_commands_show_the_same_help():
     result = run([console, "--help"])
     assert result.returncode == ABSL_HELP_EXIT_CODE, result.stderr
     assert "--epochs:" in result.stdout and "Trains and evaluates" in result.stdout
+
+
+def test_every_bin_command_is_an_installed_console_command():
+    """bin/NAME says it is the installed `brainview-NAME` command: setup.py must declare
+    it, running the same module."""
+    try:
+        installed = importlib.metadata.distribution("brainview").entry_points
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("brainview is not installed in this Python (console scripts absent)")
+    console = {entry.name: entry.value for entry in installed if entry.group == "console_scripts"}
+    bin_commands = sorted(
+        name for name in os.listdir(os.path.join(REPO_ROOT, "bin")) if not name.startswith("_")
+    )
+    assert set(COMMANDS) <= set(bin_commands)
+    for name in bin_commands:
+        script = "brainview-" + name.replace("_", "-")
+        assert console.get(script) == f"brainview.cli.{name}:run", script
+        with open(bin_tool(name), encoding="utf-8") as wrapper:
+            source = wrapper.read()
+        assert f"`{script}` command" in source and f'launch("brainview.cli.{name}")' in source
 
 
 @pytest.mark.parametrize("command", COMMANDS)

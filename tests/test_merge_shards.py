@@ -16,7 +16,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from brainview.classify import merge_shards, outputs, scan_files
+from brainview.classify import merge_shards, output_readers, scan_files
 from tests.classify_helpers import read_cam_file, read_csv_rows, write_outputs, writer_signature
 
 # A directory listing, in walk order.
@@ -50,7 +50,7 @@ def test_shards_of_one_listing_merge_into_the_single_run(tmp_path):
     for name in ("paths", "statuses", "views"):
         np.testing.assert_array_equal(merged[name], single[name], err_msg=name)
     assert attributes["merged_from_shards"] == 3
-    assert outputs.read_manifest(merged_csv)["csv"] == "merged.csv"
+    assert output_readers.read_manifest(merged_csv)["csv"] == "merged.csv"
 
 
 def test_shards_that_saw_different_listings_are_refused(tmp_path):

@@ -1,6 +1,6 @@
 """Crashes and write failures injected into classify_dir's output writer, at every step.
 
-The writer (brainview.classify.outputs) promises that a kill or a failed write at
+The writer (brainview.classify.output_writer) promises that a kill or a failed write at
 any point leaves outputs that `--resume` completes into exactly the files of an
 uninterrupted run. `failing_io(n, action)` makes the n-th file-system step the
 writer takes (opening a file for writing, each write, fsync, rename, removal,
@@ -22,10 +22,12 @@ import shutil
 
 import h5py
 
-from brainview.classify import outputs
+from brainview.classify import cam_file, output_lock, output_readers, output_writer, outputs
 from tests import classify_helpers
 
 KILLED = 137
+# The modules the writer is made of: the file opens of each are steps.
+WRITER_MODULES = (outputs, output_lock, cam_file, output_readers, output_writer)
 # Raw names in walk order, awkward ones included (CR, LF, quotes, a byte that is not UTF-8).
 SCENARIO_PATHS = [
     b"a\rcarriage.png",
@@ -50,7 +52,7 @@ def write_scenario(out_dir: str, first_row: int = 0, writer=None) -> None:
     """The test run: rows first_row.. of SCENARIO_PATHS, committed SEGMENT_ROWS at a time."""
     csv_path, cams_path = scenario_files(out_dir)
     if writer is None:
-        writer = outputs.OutputWriter(
+        writer = output_writer.OutputWriter(
             csv_path,
             cams_path,
             classify_helpers.writer_signature(),
@@ -71,7 +73,7 @@ def write_scenario(out_dir: str, first_row: int = 0, writer=None) -> None:
 def resume_scenario(out_dir: str) -> None:
     """What `--resume` does after the crash: reopen, and commit the rows after the last one."""
     csv_path, cams_path = scenario_files(out_dir)
-    writer = outputs.OutputWriter(
+    writer = output_writer.OutputWriter(
         csv_path, cams_path, classify_helpers.writer_signature(), resume=True, overwrite=False
     )
     first_row = writer.rows_done
@@ -167,10 +169,12 @@ def failing_io(fail_at: int, action: str):
     os.makedirs = stepped("makedirs", "mkdir")
     shutil.rmtree = stepped("rmtree", "remove")
     h5py.File = h5py_file
-    outputs.open = opened
+    for module in WRITER_MODULES:
+        module.open = opened
     try:
         yield steps
     finally:
         os.replace, os.fsync, os.remove = real["replace"], real["fsync"], real["remove"]
         os.makedirs, shutil.rmtree, h5py.File = real["makedirs"], real["rmtree"], real["h5py_file"]
-        del outputs.open
+        for module in WRITER_MODULES:
+            del module.open

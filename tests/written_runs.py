@@ -1,7 +1,7 @@
 """Finished classify_dir runs written without a model, for the tools that read runs.
 
 The CSV, CAM HDF5 and run manifest are written by classify_dir's own writer
-(outputs.OutputWriter), so sorting, scoring, overlays and the review page are
+(output_writer.OutputWriter), so sorting, scoring, overlays and the review page are
 tested on the files a real run leaves, in seconds. Scans are small generated
 PNGs: a bright ellipse ("tissue") on a light or dark slide.
 """
@@ -14,7 +14,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-from brainview.classify import outputs
+from brainview.classify import output_writer, outputs
 from brainview.labels import VIEWS
 
 CAM_SHAPE = (2, 2)
@@ -65,7 +65,7 @@ def write_run(
             write_scan(os.path.join(scan_dir, row.path), row)
     errors = ["unreadable" if row.status == "error" else "" for row in rows]
     segment = outputs.make_segment(
-        paths=[row.path for row in rows],
+        relative_paths=[os.fsencode(row.path) for row in rows],
         statuses=[row.status for row in rows],
         errors=errors,
         probabilities=np.stack([probabilities_for(row.view, row.confidence) for row in rows]),
@@ -79,7 +79,9 @@ def write_run(
         cams=np.array([row.cam for row in rows], np.float32) if cams_path else None,
     )
     signature = {"scan_dir": os.path.abspath(scan_dir), "model_sha256": model_sha}
-    writer = outputs.OutputWriter(csv_path, cams_path, signature, resume=False, overwrite=True)
+    writer = output_writer.OutputWriter(
+        csv_path, cams_path, signature, resume=False, overwrite=True
+    )
     writer.commit(segment)
     attributes = {
         "class_names": np.array(VIEWS, dtype=object),

@@ -3,16 +3,52 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 from etils import epath
 
 from brainview_tfds.core import features, outlines, volume_builder, volumes
+from brainview_tfds.core.beam_generation import KeyExample
 
 _ALLEN_CCF = "https://download.alleninstitute.org/informatics-archive/current-release/mouse_ccf"
 # Slices whose brain covers less of the image than this carry no plane information.
 MIN_BRAIN_FRACTION = 0.03
+
+
+class OutlineExamples(volume_builder.SliceExamples):
+    """Label slices -> one silhouette and one label map each (slices with brain only).
+
+    A module-level class, so Beam workers can unpickle it; the labels are
+    rendered, not intensity-scaled, so the volume's intensity range goes unused.
+    """
+
+    def examples(
+        self, voxels: np.ndarray, view: str, indices: tuple[int, ...]
+    ) -> Iterator[KeyExample]:
+        source_file = epath.Path(self.source_file).name
+        view_number = volumes.AXIS_VIEWS.index(view)
+        count = volumes.num_slices(voxels, view)
+        for index in indices:
+            labels = volumes.display_slice(voxels, view, index).astype(np.int64)
+            if np.mean(labels > 0) < MIN_BRAIN_FRACTION:
+                continue
+            for kind_number, kind in enumerate(outlines.OUTLINE_KINDS):
+                rng = np.random.default_rng([view_number, index, kind_number])
+                yield (
+                    f"{view}/{index:05d}/{kind}",
+                    features.make_example(
+                        image=outlines.render(kind, labels, rng),
+                        view=view,
+                        origin=self.origin,
+                        specimen=self.specimen,
+                        group=f"{self.specimen}/{view}/slab{self.slabs[view][index]:02d}",
+                        source_file=source_file,
+                        stain=f"{self.stain}: {kind}",
+                        slice_index=index,
+                        slice_position=index / (count - 1),
+                        resolution_um=self.resolution_um,
+                    ),
+                )
 
 
 class Builder(volume_builder.VolumeSliceBuilder):
@@ -20,12 +56,15 @@ class Builder(volume_builder.VolumeSliceBuilder):
 
     Slices and folds are those of `allen_ccfv3` for the same resolution (the
     annotation is aligned voxel for voxel with the template and has its shape),
-    so a fold of one never shares a slab with another fold of the other.
+    so a fold of one never shares a slab with another fold of the other. With
+    Beam pipeline options, runs of slices are rendered in parallel, as for
+    every volume builder.
     """
 
     SPECIMEN = "ccfv3_average_template"  # the same brain as allen_ccfv3's slices
     STAIN = "outline"
     HOMEPAGE = "https://atlas.brain-map.org/"
+    SLICE_EXAMPLES = OutlineExamples
     BUILDER_CONFIGS = volume_builder.make_configs(
         "annotation_{resolution}.nrrd",
         _ALLEN_CCF + "/annotation/ccf_2017/{file_name}",
@@ -40,38 +79,3 @@ class Builder(volume_builder.VolumeSliceBuilder):
     Config 200um has no official file: it reads annotation_200.nrrd, e.g. the
     downsampled copy in ../shared/data/allen_ccfv3_200um/.
     """
-
-    def _generate_examples(
-        self,
-        volume: volumes.Volume,
-        resolution_um: float,
-        intensity: tuple[float, float],
-        plan: dict[str, tuple[Any, Any]],
-        fold: int,
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
-        del intensity  # labels are rendered, not scaled
-        source_file = epath.Path(volume.source_file).name
-        for view_number, view in enumerate(volumes.AXIS_VIEWS):
-            slice_folds, slice_slabs = plan[view]
-            count = volumes.num_slices(volume.voxels, view)
-            for index in np.flatnonzero(slice_folds == fold):
-                labels = volumes.display_slice(volume.voxels, view, int(index)).astype(np.int64)
-                if np.mean(labels > 0) < MIN_BRAIN_FRACTION:
-                    continue
-                for kind_number, kind in enumerate(outlines.OUTLINE_KINDS):
-                    rng = np.random.default_rng([view_number, int(index), kind_number])
-                    yield (
-                        f"{view}/{index:05d}/{kind}",
-                        features.make_example(
-                            image=outlines.render(kind, labels, rng),
-                            view=view,
-                            origin=self.name,
-                            specimen=self.SPECIMEN,
-                            group=f"{self.SPECIMEN}/{view}/slab{slice_slabs[index]:02d}",
-                            source_file=source_file,
-                            stain=f"{self.STAIN}: {kind}",
-                            slice_index=int(index),
-                            slice_position=int(index) / (count - 1),
-                            resolution_um=resolution_um,
-                        ),
-                    )

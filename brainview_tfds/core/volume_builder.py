@@ -5,7 +5,9 @@ configs for every published resolution, the offline path (`manual_dir`), the
 download path (TFDS download manager, checksums from `checksums.tsv`),
 slices along all three axes, leakage-free slab folds with gaps, the shared
 feature spec, and generation with Beam when given pipeline options (runs of
-slices are the work items; workers read the volume file themselves).
+slices are the work items; workers read the volume file themselves). A
+subclass that renders slices its own way (allen_ccfv3_outlines draws labels)
+names a `SliceExamples` subclass and keeps all of that.
 """
 
 from __future__ import annotations
@@ -73,6 +75,77 @@ def config_for_file(file_name: str, resolution_um: float, suffix: str = "") -> V
     )
 
 
+# Slices per work item with Beam: enough that a worker's PNG encoding outweighs
+# the item's overhead, few enough that a 10 um volume (1320 + 800 + 1140 slices)
+# spreads over many workers.
+SLICES_PER_WORK_ITEM = 16
+
+
+class SliceExamples:
+    """(view, slice indices) -> the examples of those slices of one volume.
+
+    Pickled for Beam workers without the voxels: a worker reads the volume from
+    its source file when it first needs it (once per copy of this object, which
+    Beam reuses across work items), so the file must be on a path the workers
+    can open. The local path passes the voxels already read.
+    """
+
+    def __init__(
+        self,
+        *,
+        volume: volumes.Volume,
+        resolution_um: float,
+        intensity: tuple[float, float],
+        slabs: dict[str, np.ndarray],
+        origin: str,
+        specimen: str,
+        stain: str,
+    ):
+        self.volume: volumes.Volume | None = volume
+        self.source_file = volume.source_file
+        self.resolution_um = resolution_um
+        self.intensity = intensity
+        self.slabs = slabs
+        self.origin = origin
+        self.specimen = specimen
+        self.stain = stain
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__, volume=None)
+
+    def __call__(self, work_item: tuple[str, tuple[int, ...]]) -> Iterator[KeyExample]:
+        view, indices = work_item
+        if self.volume is None:
+            self.volume = volumes.read_nrrd(self.source_file)
+        return self.examples(self.volume.voxels, view, indices)
+
+    def examples(
+        self, voxels: np.ndarray, view: str, indices: tuple[int, ...]
+    ) -> Iterator[KeyExample]:
+        """The examples of slices `indices` across `view`: intensity-scaled sections.
+
+        Subclasses that render slices otherwise override this (the volume is
+        already read; `self.source_file` and the rest are set).
+        """
+        source_file = epath.Path(self.source_file).name
+        for section in volumes.iter_slices(voxels, view, self.intensity, indices):
+            yield (
+                f"{view}/{section.index:05d}",
+                features.make_example(
+                    image=section.pixels,
+                    view=view,
+                    origin=self.origin,
+                    specimen=self.specimen,
+                    group=f"{self.specimen}/{view}/slab{self.slabs[view][section.index]:02d}",
+                    source_file=source_file,
+                    stain=self.stain,
+                    slice_index=section.index,
+                    slice_position=section.position,
+                    resolution_um=self.resolution_um,
+                ),
+            )
+
+
 class VolumeSliceBuilder(
     beam_generation.BeamGenerationMixin,
     manual_files.ManualFilesMixin,
@@ -88,6 +161,9 @@ class VolumeSliceBuilder(
     SPECIMEN: ClassVar[str]
     STAIN: ClassVar[str]
     HOMEPAGE: ClassVar[str]
+    # What a work item of slices becomes: a subclass that renders slices its own way
+    # names its SliceExamples subclass here, and keeps the slices, folds and Beam path.
+    SLICE_EXAMPLES: ClassVar[type[SliceExamples]] = SliceExamples
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -141,7 +217,7 @@ class VolumeSliceBuilder(
             indices = np.flatnonzero(plan[view][0] == fold).tolist()
             for start in range(0, len(indices), SLICES_PER_WORK_ITEM):
                 work.append((view, tuple(indices[start : start + SLICES_PER_WORK_ITEM])))
-        examples_of = SliceExamples(
+        examples_of = self.SLICE_EXAMPLES(
             volume=volume,
             resolution_um=resolution_um,
             intensity=intensity,
@@ -151,64 +227,3 @@ class VolumeSliceBuilder(
             stain=self.STAIN,
         )
         return self.examples_from(work, examples_of)
-
-
-# Slices per work item with Beam: enough that a worker's PNG encoding outweighs
-# the item's overhead, few enough that a 10 um volume (1320 + 800 + 1140 slices)
-# spreads over many workers.
-SLICES_PER_WORK_ITEM = 16
-
-
-class SliceExamples:
-    """(view, slice indices) -> the examples of those slices of one volume.
-
-    Pickled for Beam workers without the voxels: a worker reads the volume from
-    its source file when it first needs it (once per copy of this object, which
-    Beam reuses across work items), so the file must be on a path the workers
-    can open. The local path passes the voxels already read.
-    """
-
-    def __init__(
-        self,
-        *,
-        volume: volumes.Volume,
-        resolution_um: float,
-        intensity: tuple[float, float],
-        slabs: dict[str, np.ndarray],
-        origin: str,
-        specimen: str,
-        stain: str,
-    ):
-        self.volume: volumes.Volume | None = volume
-        self.source_file = volume.source_file
-        self.resolution_um = resolution_um
-        self.intensity = intensity
-        self.slabs = slabs
-        self.origin = origin
-        self.specimen = specimen
-        self.stain = stain
-
-    def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__, volume=None)
-
-    def __call__(self, work_item: tuple[str, tuple[int, ...]]) -> Iterator[KeyExample]:
-        view, indices = work_item
-        if self.volume is None:
-            self.volume = volumes.read_nrrd(self.source_file)
-        source_file = epath.Path(self.source_file).name
-        for section in volumes.iter_slices(self.volume.voxels, view, self.intensity, indices):
-            yield (
-                f"{view}/{section.index:05d}",
-                features.make_example(
-                    image=section.pixels,
-                    view=view,
-                    origin=self.origin,
-                    specimen=self.specimen,
-                    group=f"{self.specimen}/{view}/slab{self.slabs[view][section.index]:02d}",
-                    source_file=source_file,
-                    stain=self.stain,
-                    slice_index=section.index,
-                    slice_position=section.position,
-                    resolution_um=self.resolution_um,
-                ),
-            )

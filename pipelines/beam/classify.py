@@ -202,8 +202,8 @@ def _check_outputs(config: BeamClassifyConfig, targets: list[str]) -> None:
 
 
 def _check_model(model_path: str) -> tuple[model_lib.ModelCard, tuple[int, int], str, str]:
-    """(card, CAM shape, CAM layer, sha256) of a model that loads; the workers load the
-    same file."""
+    """(card, CAM shape, CAM layer, sha256) of a model that loads; the workers load the same
+    file. The CAM layer is named as classify_dir names it (B0 and Lite0 differ)."""
     for path in (model_path, model_lib.card_path(model_path)):
         if not FileSystems.exists(path):
             raise BeamClassifyError(

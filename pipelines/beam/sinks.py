@@ -1,10 +1,10 @@
 """The Beam pipeline's outputs: rows -> CSV + CAM HDF5 shards -> the final joined files.
 
 Every row is made by `classify_dir.batch_segment` (statuses, calibrated
-probabilities) and `classify.outputs` (CSV fields, HDF5 values), so it equals
-classify_dir's row for the same file. Rows go to `num_shards` shards by a
-stable hash of their path; each shard is written, sorted in classify_dir's walk
-order, as
+probabilities), `classify.outputs` (CSV fields) and `classify.cam_file` (HDF5
+values), so it equals classify_dir's row for the same file. Rows go to
+`num_shards` shards by a stable hash of their path; each shard is written,
+sorted in classify_dir's walk order, as
 
     OUT.shards/shard-SSSSS-of-NNNNN.csv    classify_dir's columns
     OUT.shards/shard-SSSSS-of-NNNNN.h5     classify_dir's CAM layout (with --cams)
@@ -41,7 +41,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from brainview import model as model_lib
 from brainview.beam.sources import ScanFacts, walk_key
-from brainview.classify import classify_dir, outputs
+from brainview.classify import cam_file, classify_dir, output_readers, outputs
 
 BLOCK_ROWS = 4096  # CAM rows read and written at a time by the join
 _VIEW_COLUMN = outputs.CSV_COLUMNS.index("view")
@@ -173,9 +173,9 @@ def write_shard(
     if plan.cams_path:
         with (
             staged_file(plan.shard_path(index, ".h5")) as path,
-            outputs.create_cam_file(path, len(segment), plan.cam_shape, {}) as file,
+            cam_file.create_cam_file(path, len(segment), plan.cam_shape, {}) as file,
         ):
-            outputs.write_block(file, 0, _cam_block(segment))
+            cam_file.write_block(file, 0, _cam_block(segment))
     return ShardInfo(index, len(segment))
 
 
@@ -185,15 +185,15 @@ def write_shard(
 class _CamCursor:
     """The rows of one shard's CAM file, in order, read a block at a time."""
 
-    def __init__(self, cam_file: outputs.CamFile):
-        self.cam_file = cam_file
+    def __init__(self, shard_cams: cam_file.CamFile):
+        self.shard_cams = shard_cams
         self.block: dict[str, np.ndarray] = {}
         self.start = 0
         self.offset = 0
 
     def next_row(self) -> dict[str, np.ndarray]:
         if not self.block or self.offset == len(self.block["paths"]):
-            self.block = self.cam_file.block(self.start, self.start + BLOCK_ROWS)
+            self.block = self.shard_cams.block(self.start, self.start + BLOCK_ROWS)
             self.start += len(self.block["paths"])
             self.offset = 0
         row = {name: values[self.offset] for name, values in self.block.items()}
@@ -221,9 +221,9 @@ class _CamWriter:
             name: np.array([row[name] for row in self.pending], dtype=self.pending[0][name].dtype)
             if name not in ("paths", "statuses")
             else np.array([row[name] for row in self.pending], dtype=object)
-            for name in outputs.CAM_DATASETS
+            for name in cam_file.CAM_DATASETS
         }
-        outputs.write_block(self.file, self.written, block)
+        cam_file.write_block(self.file, self.written, block)
         self.written += len(self.pending)
         self.pending = []
 
@@ -250,7 +250,7 @@ def join_shards(shards: list[ShardInfo], plan: OutputPlan) -> dict:
             return local_copy(plan.shard_path(index, suffix), work)
 
         merged = heapq.merge(*(_keys(fetch(s.index, ".keys"), k) for k, s in enumerate(shards)))
-        records = [outputs.read_records(fetch(s.index, ".csv")) for s in shards]
+        records = [output_readers.read_records(fetch(s.index, ".csv")) for s in shards]
         for reader in records:
             stack.callback(reader.close)
         csv_file = stack.enter_context(
@@ -260,14 +260,14 @@ def join_shards(shards: list[ShardInfo], plan: OutputPlan) -> dict:
         cursors, cam_writer = [], None
         if plan.cams_path:
             for shard in shards:
-                cam_file = stack.enter_context(outputs.CamFile(fetch(shard.index, ".h5")))
-                cursors.append(_CamCursor(cam_file))
+                shard_cams = stack.enter_context(cam_file.CamFile(fetch(shard.index, ".h5")))
+                cursors.append(_CamCursor(shard_cams))
             attributes = dict(plan.cam_attributes, created=outputs.utc_now())
             cam_path = stack.enter_context(staged_file(plan.cams_path))
-            cam_file = stack.enter_context(
-                outputs.create_cam_file(cam_path, total, plan.cam_shape, attributes)
+            merged_cams = stack.enter_context(
+                cam_file.create_cam_file(cam_path, total, plan.cam_shape, attributes)
             )
-            cam_writer = _CamWriter(cam_file)
+            cam_writer = _CamWriter(merged_cams)
         for _, shard in merged:
             row = next(records[shard])
             csv_file.write(outputs.csv_line(row))

@@ -8,12 +8,17 @@ One image's path through the modules, in order:
                      -> equal-sized batches
     prediction.py    probabilities and Grad-CAMs per batch, the batch distributed
                      over the GPUs with the tf.distribute strategy
-    outputs.py       the output files: CSV columns, HDF5 layout, segment commits
-                     that survive a kill or a full disk, the lock, and the readers
+    output_writer.py the output files written: segment commits that survive a kill
+                     or a full disk, and resume; built on
+        outputs.py        file names, CSV columns and rows, checks, durable writes
+        output_lock.py    one live run per set of outputs (flock)
+        cam_file.py       the HDF5 CAM file: layout, parts, assembly, reading
+        output_readers.py finished outputs read back: CSV rows, the run manifest
     decode_journal.py  which scans were being decoded when a run died (OOM kills)
     classify_dir.py  the run: model, settings, resume, progress, summary
 
-and the tools that work on finished outputs, through `outputs.py`:
+and the tools that work on finished outputs, through output_readers.py and
+cam_file.py:
 
     merge_shards.py  join the outputs of a --num_shards run
     sorting.py       file the scans into one folder per answer (--sort_into)

@@ -3,7 +3,7 @@
     scan_input.scan_dataset   walk, decode, preprocess, batch (tf.data)
       -> prediction.Predictor  probabilities and Grad-CAMs, on every GPU of the node
       -> statuses (ok, uncertain, blank, error) and calibrated probabilities
-      -> outputs.OutputWriter  rows committed in segments a kill cannot break
+      -> output_writer.OutputWriter  rows committed in segments a kill cannot break
 
 This module decides what a run is (model, image size, batch size, TTA, the
 settings a resume must match) and what each row says; the other modules of
@@ -32,7 +32,15 @@ from tqdm import tqdm
 
 from brainview import __version__, devices, image_files, metrics, released_models
 from brainview import model as model_lib
-from brainview.classify import decode_journal, outputs, prediction, scan_files, scan_input
+from brainview.classify import (
+    decode_journal,
+    output_readers,
+    output_writer,
+    outputs,
+    prediction,
+    scan_files,
+    scan_input,
+)
 from brainview.labels import VIEWS
 
 
@@ -156,7 +164,7 @@ def _load_model(config: ClassifyConfig, strategy: tf.distribute.Strategy):
 
 
 def _check_unchanged(
-    scan_dir: bytes, config: ClassifyConfig, point: outputs.ResumePoint, finished: bool
+    scan_dir: bytes, config: ClassifyConfig, point: output_writer.ResumePoint, finished: bool
 ) -> None:
     """Refuses outputs whose committed rows no longer match the scan directory's files.
 
@@ -266,7 +274,7 @@ def _classify(config: ClassifyConfig, scan_dir: bytes, model_label: str) -> Summ
         "include_hidden": config.include_hidden,
         "max_decode_side": config.max_decode_side,
     }
-    writer = outputs.OutputWriter(
+    writer = output_writer.OutputWriter(
         config.output_csv,
         config.cams_path,
         signature,
@@ -290,7 +298,9 @@ def _classify(config: ClassifyConfig, scan_dir: bytes, model_label: str) -> Summ
         try:
             predictor = prediction.Predictor(model, strategy, bool(config.cams_path), tta)
             summary = _run(config, scan_dir, predictor, card, image_size, writer, journal)
-            summary.rows, summary.by_view, summary.by_status = outputs.count_rows(config.output_csv)
+            summary.rows, summary.by_view, summary.by_status = output_readers.count_rows(
+                config.output_csv
+            )
             attributes, manifest = _provenance(
                 config, signature, card, summary, model_label, model_lib.cam_layer_name(model)
             )
@@ -349,7 +359,7 @@ def _run(
     predictor: prediction.Predictor,
     card: model_lib.ModelCard,
     image_size: int,
-    writer: outputs.OutputWriter,
+    writer: output_writer.OutputWriter,
     journal: decode_journal.DecodeJournal,
 ) -> Summary:
     """Classifies the files after the writer's last committed one, committing as it goes."""

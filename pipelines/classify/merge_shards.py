@@ -22,7 +22,7 @@ import re
 
 import numpy as np
 
-from brainview.classify import outputs, scan_files
+from brainview.classify import cam_file, output_readers, outputs, scan_files
 
 BLOCK_ROWS = 65536  # rows merged at a time (bounded memory)
 
@@ -32,10 +32,12 @@ class MergeError(Exception):
 
 
 def _manifest(csv_path: str) -> dict:
-    manifest = outputs.read_manifest(csv_path)
+    manifest = output_readers.read_manifest(csv_path)
     if manifest is None:
         state = (
-            "unfinished (resume it with --resume)" if outputs.is_unfinished(csv_path) else "missing"
+            "unfinished (resume it with --resume)"
+            if output_readers.is_unfinished(csv_path)
+            else "missing"
         )
         raise MergeError(f"{csv_path}: shard is {state}; no {outputs.manifest_path(csv_path)}")
     return manifest
@@ -78,7 +80,7 @@ def raw_path(display_path: str) -> bytes:
 def _merge_csv(shard_csvs: list[str], temporary: str) -> int:
     """Writes the round robin of the shards' rows to `temporary`; returns the row count."""
     try:
-        readers = [outputs.read_records(path) for path in shard_csvs]
+        readers = [output_readers.read_records(path) for path in shard_csvs]
     except outputs.OutputError as error:
         raise MergeError(f"a shard CSV cannot be merged: {error}") from None
     rows = 0
@@ -115,7 +117,7 @@ def _check_cam_files(shards: list[tuple[str, dict]], shard_cams: list[str]) -> N
     for (csv_path, manifest), cams_path in zip(shards, shard_cams, strict=True):
         signature = manifest["signature"]
         try:
-            with outputs.CamFile(cams_path) as cams:
+            with cam_file.CamFile(cams_path) as cams:
                 attributes, rows = cams.attributes, len(cams)
         except OSError as error:
             raise MergeError(f"cannot read CAM file {cams_path}: {error}") from None
@@ -129,7 +131,7 @@ def _check_cam_files(shards: list[tuple[str, dict]], shard_cams: list[str]) -> N
             "model_sha256": signature["model_sha256"],
             "shard_index": signature["shard_index"],
             "num_shards": signature["num_shards"],
-            "rows": outputs.count_rows(csv_path)[0],
+            "rows": output_readers.count_rows(csv_path)[0],
         }
         wrong = [key for key in expected if found[key] != expected[key]]
         if wrong:
@@ -142,15 +144,15 @@ def _merge_cams(
 ) -> None:
     """Writes the round robin of the shards' CAM rows, checking every row's path
     against the merged CSV's."""
-    csv_rows = outputs.read_records(merged_csv)
+    csv_rows = output_readers.read_records(merged_csv)
     with contextlib.ExitStack() as stack:
         stack.callback(csv_rows.close)
-        sources = [stack.enter_context(outputs.CamFile(path)) for path in shard_cams]
+        sources = [stack.enter_context(cam_file.CamFile(path)) for path in shard_cams]
         count = len(sources)
         attributes = sources[0].attributes
         attributes.update(num_shards=1, shard_index=0, merged_from_shards=count)
         cam_shape = sources[0].cam_shape
-        with outputs.create_cam_file(temporary, total, cam_shape, attributes) as out:
+        with cam_file.create_cam_file(temporary, total, cam_shape, attributes) as out:
             block = BLOCK_ROWS - BLOCK_ROWS % count
             for start in range(0, total, block):
                 stop = min(start + block, total)
@@ -174,7 +176,7 @@ def _merge_cams(
                             f"{shard_csvs[row % count]}: its row {row // count} is {cam_path!r}, "
                             f"the CSV's is {csv_path!r}"
                         )
-                outputs.write_block(out, start, merged)
+                cam_file.write_block(out, start, merged)
 
 
 def _check_outputs(
@@ -248,6 +250,6 @@ def merge_shards(
     )
     manifest.pop("last_session", None)
     manifest.pop("paths_sha256", None)  # a shard's; the merge is not resumed
-    _, manifest["by_view"], manifest["by_status"] = outputs.count_rows(output_csv)
+    _, manifest["by_view"], manifest["by_status"] = output_readers.count_rows(output_csv)
     outputs.write_manifest(output_csv, manifest)
     return rows

@@ -11,7 +11,7 @@ Drawn to be read at a glance, on any slide:
   evidence stays see-through, strong evidence is a deep red that stands out on a
   light slide and on a dark one;
 * the CAM covers the square `frame` of the scan the model saw (see
-  outputs.CAM_DATASETS): it is interpolated smoothly from its grid (2 x 2 cells
+  cam_file.CAM_DATASETS): it is interpolated smoothly from its grid (2 x 2 cells
   at 64 px input, 4 x 4 at 128 px) onto that square, turned back by the frame's
   angle and placed on the scan;
 * captions are fitted to the image width (long paths lose their middle, never
@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from brainview import image_files
-from brainview.classify import outputs
+from brainview.classify import cam_file, output_readers
 
 OVERLAY_SIDE = 384  # longer side of every rendered scan, pixels
 HEAT_MAX_OPACITY = 0.75  # opacity of the heat where the CAM is 1
@@ -115,7 +115,7 @@ def with_caption(image: Image.Image, lines: list[str], width: int | None = None)
     return canvas
 
 
-def caption_lines(row: outputs.CamRow) -> list[str]:
+def caption_lines(row: cam_file.CamRow) -> list[str]:
     """What a reader needs under an overlay: the answer, then which file."""
     return [f"{row.view} {row.confidence:.2f}", row.path]
 
@@ -172,7 +172,7 @@ def choose_rows(
     """Row indices (0-based, CSV data rows) to render."""
     candidates = [
         (row.index, row.confidence)
-        for row in outputs.read_rows(csv_path)
+        for row in output_readers.read_rows(csv_path)
         if row.status != "error" and (not status or row.status == status)
     ]
     if selection == "lowest_confidence":
@@ -203,7 +203,7 @@ def render_rows(
     """
     os.makedirs(output_dir, exist_ok=True)
     written, overlays = [], []
-    with outputs.CamFile(cams_path) as cams:
+    with cam_file.CamFile(cams_path) as cams:
         for index in rows:
             row = cams.row(index)
             source = os.path.join(os.fsencode(scan_dir), row.path.encode("utf-8"))

@@ -24,7 +24,7 @@ import os
 import urllib.parse
 
 from brainview import image_files
-from brainview.classify import outputs, overlays, sorting
+from brainview.classify import cam_file, output_readers, outputs, overlays, sorting
 from brainview.labels import VIEWS
 
 PAGE_NAME = "index.html"
@@ -52,7 +52,7 @@ def choose_cards(csv_path: str, per_class: int) -> tuple[dict[str, list[int]], d
     most `per_class` rows per class."""
     kept: dict[str, list[tuple[float, int]]] = {name: [] for name in sorting.CLASSES}
     counts = dict.fromkeys(sorting.CLASSES, 0)
-    for row in outputs.read_rows(csv_path):
+    for row in output_readers.read_rows(csv_path):
         name = sorting.class_of(row.view, row.status)
         counts[name] += 1
         confidence = row.confidence if row.confidence is not None else 0.0
@@ -75,7 +75,7 @@ def _keep_smallest(heap: list[tuple[float, int]], key: tuple[float, int], limit:
 
 def _fields_of_rows(csv_path: str, wanted: set[int]) -> dict[int, dict[str, str]]:
     fields = {}
-    for index, record in enumerate(outputs.read_records(csv_path)):
+    for index, record in enumerate(output_readers.read_records(csv_path)):
         if index in wanted:
             fields[index] = dict(zip(outputs.CSV_COLUMNS, record, strict=True))
     return fields
@@ -89,7 +89,7 @@ def write_review(
     fields = _fields_of_rows(csv_path, {i for rows in chosen.values() for i in rows})
     os.makedirs(os.path.join(output_dir, OVERLAY_DIR), exist_ok=True)
     cards: dict[str, list[Card]] = {}
-    with outputs.CamFile(cams_path) as cams:
+    with cam_file.CamFile(cams_path) as cams:
         attributes = cams.attributes
         cam_shape = cams.cam_shape
         for name, rows in chosen.items():
@@ -103,7 +103,7 @@ def write_review(
         output_dir=output_dir,
         cards=cards,
         counts=counts,
-        manifest=outputs.read_manifest(csv_path) or {},
+        manifest=output_readers.read_manifest(csv_path) or {},
         attributes=attributes,
         cam_shape=cam_shape,
         csv_path=csv_path,
@@ -119,7 +119,7 @@ def write_review(
 
 
 def _card(
-    scan_dir: str, cams: outputs.CamFile, index: int, fields: dict[str, str], output_dir: str
+    scan_dir: str, cams: cam_file.CamFile, index: int, fields: dict[str, str], output_dir: str
 ) -> Card:
     if fields["status"] == "error":
         return Card(index, fields, None, fields["error"])

@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from brainview.classify import outputs
+from brainview.classify import output_readers
 from brainview.labels import VIEWS
 
 PREDICTED_COLUMNS = (*VIEWS, "error")
@@ -68,7 +68,7 @@ def score_run(csv_path: str) -> Score:
     confusion = np.zeros((len(VIEWS), len(PREDICTED_COLUMNS)), np.int64)
     confusion_ok = np.zeros_like(confusion)
     unnamed = 0
-    for row in outputs.read_rows(csv_path):
+    for row in output_readers.read_rows(csv_path):
         truth = true_view(row.path)
         if truth is None:
             unnamed += 1

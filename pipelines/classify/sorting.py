@@ -29,7 +29,7 @@ import json
 import os
 import shutil
 
-from brainview.classify import outputs
+from brainview.classify import output_readers
 from brainview.labels import VIEWS
 
 # The folders, in the order they are reported.
@@ -110,7 +110,7 @@ class SortSummary:
 def sort_scans(csv_path: str, scan_dir: str, sort_dir: str, copy: bool = False) -> SortSummary:
     """Files every row of a finished run's CSV into sort_dir (see the module docstring)."""
     check_sort_dir(sort_dir, scan_dir, (csv_path,))
-    manifest = outputs.read_manifest(csv_path)
+    manifest = output_readers.read_manifest(csv_path)
     if manifest is None:
         raise SortError(f"{csv_path} is not a finished run: finish it (--resume) before sorting")
     scan_real = os.path.realpath(scan_dir)
@@ -133,7 +133,7 @@ def sort_scans(csv_path: str, scan_dir: str, sort_dir: str, copy: bool = False) 
     sort_real = os.path.realpath(sort_dir)
     summary = SortSummary(by_class=dict.fromkeys(CLASSES, 0))
     taken: set[tuple[str, str]] = set()
-    for row in outputs.read_rows(csv_path):
+    for row in output_readers.read_rows(csv_path):
         folder = class_of(row.view, row.status)
         source = os.path.join(os.fsencode(scan_real), row.path.encode("utf-8"))
         if not os.path.isfile(source):  # e.g. a folder that could not be listed
