@@ -94,7 +94,11 @@ def _recipe_line(flags: dict[str, str]) -> str:
         f"{flags.get('backbone', '?')} ({flags.get('trainable_layers', '?')} layers trained), "
         f"{flags.get('image_size', '?')} px, `{flags.get('preprocessing', '?')}` input, "
         f"augmentation `{flags.get('augment', '?')}`, {flags.get('epochs', '?')} epochs"
-        + (f" x {flags['steps_per_epoch']} steps" if flags.get("steps_per_epoch") else "")
+        + (
+            f" x {flags['steps_per_epoch']} steps"
+            if flags.get("steps_per_epoch", "0") != "0"
+            else ""
+        )
         + ". "
     )
 
