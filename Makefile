@@ -77,9 +77,10 @@ datasets: install
 	  --allen_ccfv3_dir=$(SHARED_DATA)/allen_ccfv3_200um \
 	  --brainmaps_dir=$(SHARED_DATA)/brainmaps
 
-# Train the default (robust) recipe on the phantom and the real atlases (make datasets
-# first); FLAGFILE picks another recipe or experiment (see configs/).
-FLAGFILE ?= configs/robust.flags
+# Train the shipped model's recipe (plane-v1, holdout) on the phantom, the real atlases and
+# their outlines (make datasets first; ~50 min on 2 CPU cores); FLAGFILE picks another
+# recipe or experiment (see configs/).
+FLAGFILE ?= configs/plane_v1.flags
 train: install
 	$(BIN)/brainview-train --flagfile=$(FLAGFILE) --data_dir=$(DATA_DIR)
 
