@@ -31,7 +31,7 @@ setup(
     package_dir={"brainview": "pipelines"},
     package_data={
         # The shipped models (weights, inference card, model card): `--model=plane-v1`.
-        "brainview": ["released/*/*"],
+        "brainview": ["models/*/*"],
         **{
             f"brainview_tfds.{name}": ["checksums.tsv", "README.md", "CITATIONS.bib"]
             for name in (

@@ -28,7 +28,7 @@ Its modules, in the order an image goes through them:
     release.py         a trained run -> a shipped model and its MODEL_CARD.md
                        (bin/release_model)
     released_models.py the shipped models by name (`--model=plane-v1`)
-    released/          the shipped models themselves: released/<name>/ holds
+    models/            the shipped models themselves: models/<name>/ holds
                        model.keras, model.json and MODEL_CARD.md (package data)
     classify/          classify_dir: scan folder -> CSV + CAM HDF5, decodes journaled
                        by decode_journal.py, and the tools that read finished

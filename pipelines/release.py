@@ -3,7 +3,7 @@
 A release is a `bin/train --experiment=release` run (trained on all the data)
 plus the experiments that measured its recipe on the leakage-free folds (a
 holdout run and cross-dataset runs). `make_release` copies the model and its
-inference card into `released/<name>/` and writes `MODEL_CARD.md` from those
+inference card into `models/<name>/` and writes `MODEL_CARD.md` from those
 runs' own files, so every number in the card is one a run wrote, never typed.
 """
 
@@ -204,7 +204,7 @@ def make_release(
     released_dir: str | None = None,
     card_only: bool = False,
 ) -> str:
-    """Saves `run_dir`'s model (weights only) into released/<name>/ with its inference card and
+    """Saves `run_dir`'s model (weights only) into models/<name>/ with its inference card and
     MODEL_CARD.md; returns the folder."""
     model_path = os.path.join(run_dir, "model.keras")
     metrics_path = os.path.join(run_dir, "metrics.json")

@@ -1,6 +1,6 @@
 """Models shipped inside the package, picked by name: `--model=plane-v1`.
 
-A released model is a folder `released/<name>/` of this package holding what
+A released model is a folder `models/<name>/` of this package holding what
 `model.load_model` reads (`model.keras` and its card `model.json`, which
 records the weights' sha256) and `MODEL_CARD.md` for people: recipe, data,
 metrics, calibration, input size, hash and date. `pip install` brings it, so
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-RELEASED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "released")
+RELEASED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
 DEFAULT_MODEL = "plane-v1"
 MODEL_FILE = "model.keras"
 

@@ -132,6 +132,6 @@ def test_release_refuses_a_damaged_model_and_missing_runs(release_run, tmp_path)
 
 
 def test_released_dir_is_inside_the_package():
-    assert released_models.RELEASED_DIR.endswith(os.path.join("brainview", "released")) or (
-        released_models.RELEASED_DIR.endswith(os.path.join("pipelines", "released"))
+    assert released_models.RELEASED_DIR.endswith(os.path.join("brainview", "models")) or (
+        released_models.RELEASED_DIR.endswith(os.path.join("pipelines", "models"))
     )

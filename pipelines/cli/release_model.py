@@ -6,7 +6,7 @@ Example (after the runs named in configs/plane_v1.flags' header):
       --cross=runs/plane_v1_cross_to_brainmaps/x/metrics.json,...
 
 Saves the run's weights (verified against its card's sha256; no optimizer state;
-at most 20 MB) and its inference card into pipelines/released/<name>/, with the
+at most 20 MB) and its inference card into pipelines/models/<name>/, with the
 holdout run's calibration, and writes MODEL_CARD.md from the runs' own metrics
 files.
 """
@@ -31,7 +31,7 @@ flags.DEFINE_string("holdout", None, "metrics.json of the holdout run of the sam
 flags.DEFINE_list("cross", [], "metrics.json files of the recipe's cross-dataset runs.")
 flags.DEFINE_list("extra", [], "metrics.json files of other runs to list for comparison.")
 flags.DEFINE_string(
-    "released_dir", None, "Where shipped models live (default: the package's released/ folder)."
+    "released_dir", None, "Where shipped models live (default: the package's models/ folder)."
 )
 flags.DEFINE_bool(
     "card_only",
